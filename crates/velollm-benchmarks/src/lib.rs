@@ -1,0 +1,55 @@
+//! The benchmarking guide's public API.
+//!
+//! ```no_run
+//! use velollm_benchmarks::{BenchmarkConfig, BenchmarkRunner};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let config = BenchmarkConfig {
+//!     name: "custom_test".to_string(),
+//!     model: "smollm2-135m".to_string(),
+//!     prompt: "Your custom prompt here".to_string(),
+//!     max_tokens: 100,
+//!     iterations: 5,
+//! };
+//! let runner = BenchmarkRunner::new("llamacpp");
+//! let result = runner.run(&config).await?;
+//! println!("Tokens/s: {}", result.tokens_per_second);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A [`BenchmarkRunner`] picks a backend by name from those compiled in (cargo features), loads the model
+//! once, and for each benchmark runs the warm-up and timed iterations, turning raw samples into a
+//! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
+//! how the CLI draws progress and saves each result the moment it exists.
+
+mod model;
+mod runner;
+mod suite;
+
+pub use model::{identify_model, known_models, model_dir, resolve_model, KnownModel, DEFAULT_MODEL};
+pub use runner::{available_backends, BenchmarkRunner, NoObserver, Observer, RunOptions, SuiteOutcome};
+pub use suite::standard_suite;
+pub use velollm_core::{
+    BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, FlashAttention, GenerationParams,
+    IterationMetrics, Measured, ModelIdentity,
+};
+
+/// Why a benchmark run could not proceed. One line each, saying what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("unknown backend '{name}' (available in this build: {available})")]
+    UnknownBackend { name: String, available: String },
+    #[error("invalid benchmark: {0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    Model(String),
+    #[error("model '{reference}' is not downloaded (expected at {path}); fetch it with: {fetch_command}")]
+    ModelMissing { reference: String, path: String, fetch_command: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("internal error: {0}")]
+    Internal(String),
+}

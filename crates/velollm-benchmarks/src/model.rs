@@ -1,0 +1,133 @@
+//! Model references: a path to a GGUF file, or the name of one of the project's models
+//! (`models/manifest.tsv`), resolved and identified from the file itself.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use velollm_core::ModelIdentity;
+use velollm_gguf::{GgufFile, ReadOptions};
+
+use crate::BenchError;
+
+/// The manifest of the project's models, compiled in so the binary knows their names.
+const MANIFEST: &str = include_str!("../../../models/manifest.tsv");
+
+/// The model benchmarked when none is given.
+pub const DEFAULT_MODEL: &str = "smollm2-135m";
+
+/// One entry of `models/manifest.tsv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownModel {
+    pub name: &'static str,
+    pub file: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
+}
+
+/// The project's models, in manifest order.
+pub fn known_models() -> Vec<KnownModel> {
+    MANIFEST
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .filter_map(|line| {
+            let mut cols = line.split('\t');
+            Some(KnownModel {
+                name: cols.next()?,
+                file: cols.next()?,
+                bytes: cols.next()?.parse().ok()?,
+                sha256: cols.next()?,
+            })
+        })
+        .collect()
+}
+
+/// Where the project's models live: `$VELOLLM_MODEL_DIR`, else `models/` in the working directory.
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("VELOLLM_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+}
+
+/// Resolves a model reference to a file path. Existing paths are taken as they are (the GGUF reader then
+/// says what is wrong with them); names of known models map into [`model_dir`].
+pub fn resolve_model(reference: &str) -> Result<PathBuf, BenchError> {
+    let as_path = Path::new(reference);
+    if as_path.exists() {
+        return Ok(as_path.to_path_buf());
+    }
+    let known = known_models();
+    if let Some(model) = known.iter().find(|m| m.name == reference || m.file == reference) {
+        let path = model_dir().join(model.file);
+        if path.exists() {
+            return Ok(path);
+        }
+        return Err(BenchError::ModelMissing {
+            reference: reference.to_string(),
+            path: path.display().to_string(),
+            fetch_command: format!("scripts/fetch-models.sh {}", model.name),
+        });
+    }
+    let looks_like_path = reference.contains('/') || reference.ends_with(".gguf");
+    if looks_like_path {
+        return Err(BenchError::Model(format!("model file not found: {reference}")));
+    }
+    let names: Vec<&str> = known.iter().map(|m| m.name).collect();
+    Err(BenchError::Model(format!(
+        "model '{reference}' is neither a file nor a known model name ({})",
+        names.join(", ")
+    )))
+}
+
+/// Reads and checks the file's header, hashes it, and describes it. Fails on a missing, foreign or
+/// truncated file before any engine sees it.
+pub fn identify_model(reference: &str, path: &Path) -> Result<ModelIdentity, BenchError> {
+    let gguf = GgufFile::read(path, ReadOptions::default()).map_err(|e| BenchError::Model(e.to_string()))?;
+    let sha256 = sha256_file(path).map_err(|e| BenchError::Model(format!("cannot read {}: {e}", path.display())))?;
+    let synthetic = gguf.get("general.synthetic").and_then(|v| v.as_bool()).unwrap_or(false);
+    Ok(ModelIdentity {
+        reference: reference.to_string(),
+        path: path.display().to_string(),
+        bytes: gguf.file_bytes,
+        sha256: Some(sha256),
+        architecture: gguf.architecture().map(str::to_string),
+        parameter_count: Some(gguf.parameter_count()),
+        quantization: Some(gguf.quantization()),
+        name: gguf.get_str("general.name").map(str::to_string),
+        synthetic,
+    })
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_lists_the_three_test_models() {
+        let names: Vec<&str> = known_models().iter().map(|m| m.name).collect();
+        assert_eq!(names, ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]);
+        assert!(known_models().iter().all(|m| m.sha256.len() == 64 && m.bytes > 0));
+        assert!(names.contains(&DEFAULT_MODEL));
+    }
+
+    #[test]
+    fn unknown_references_say_what_is_known() {
+        let err = resolve_model("llama3.2:3b").unwrap_err().to_string();
+        assert!(err.contains("smollm2-135m"), "{err}");
+        let err = resolve_model("/nonexistent/m.gguf").unwrap_err().to_string();
+        assert!(err.contains("not found"), "{err}");
+    }
+}

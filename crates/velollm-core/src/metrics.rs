@@ -1,0 +1,152 @@
+//! Metrics derived from raw samples. This is the only place where rates are computed, so every backend
+//! is measured by the same formulas (docs/metrics.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{RawSample, StopReason};
+
+const NS_PER_MS: f64 = 1e6;
+
+/// p50 / p90 / p99 / max of a set of latencies, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyPercentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl LatencyPercentiles {
+    /// `None` when there are no values.
+    pub fn of(values_ms: &[f64]) -> Option<LatencyPercentiles> {
+        if values_ms.is_empty() {
+            return None;
+        }
+        let mut sorted = values_ms.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(LatencyPercentiles {
+            p50: percentile(&sorted, 50.0),
+            p90: percentile(&sorted, 90.0),
+            p99: percentile(&sorted, 99.0),
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// The `p`-th percentile of ascending `sorted` values by linear interpolation between closest ranks
+/// (the "type 7" definition used by numpy and R by default): rank = p/100 · (n − 1).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    assert!(!sorted.is_empty(), "percentile of an empty set");
+    let rank = (p / 100.0).clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lower = rank.floor() as usize;
+    let upper = rank.ceil() as usize;
+    sorted[lower] + (sorted[upper] - sorted[lower]) * (rank - lower as f64)
+}
+
+/// Everything derived from one raw sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationMetrics {
+    /// Request start → first generated token available.
+    pub ttft_ms: f64,
+    pub prompt_eval_count: u64,
+    pub prompt_eval_ms: f64,
+    /// `prompt_eval_count / prompt_eval_ms`; absent when the evaluation took no measurable time.
+    pub prompt_tokens_per_second: Option<f64>,
+    /// Generated tokens.
+    pub eval_count: u64,
+    /// First token available → last token available.
+    pub eval_ms: f64,
+    /// Decode rate `(eval_count − 1) / eval_ms`; absent with fewer than two tokens.
+    pub tokens_per_second: Option<f64>,
+    /// Request start → last token available.
+    pub total_ms: f64,
+    /// Gaps between consecutive tokens; absent with fewer than two tokens.
+    pub inter_token_latency_ms: Option<LatencyPercentiles>,
+    pub stop_reason: StopReason,
+}
+
+impl IterationMetrics {
+    /// Derives the metrics of one sample. `None` if the sample holds no generated token (nothing to time).
+    pub fn from_sample(sample: &RawSample) -> Option<IterationMetrics> {
+        let first = *sample.token_times_ns.first()?;
+        let last = *sample.token_times_ns.last()?;
+        let eval_count = sample.token_times_ns.len() as u64;
+        let eval_ms = (last - first) as f64 / NS_PER_MS;
+        let prompt_eval_ms = sample.prompt_eval_ns as f64 / NS_PER_MS;
+        let gaps = inter_token_gaps_ms(&sample.token_times_ns);
+        Some(IterationMetrics {
+            ttft_ms: first as f64 / NS_PER_MS,
+            prompt_eval_count: sample.prompt_tokens,
+            prompt_eval_ms,
+            prompt_tokens_per_second: rate(sample.prompt_tokens as f64, prompt_eval_ms),
+            eval_count,
+            eval_ms,
+            tokens_per_second: if eval_count >= 2 { rate((eval_count - 1) as f64, eval_ms) } else { None },
+            total_ms: last as f64 / NS_PER_MS,
+            inter_token_latency_ms: LatencyPercentiles::of(&gaps),
+            stop_reason: sample.stop_reason,
+        })
+    }
+}
+
+/// Gaps between consecutive token timestamps, in milliseconds.
+pub(crate) fn inter_token_gaps_ms(token_times_ns: &[u64]) -> Vec<f64> {
+    token_times_ns.windows(2).map(|w| (w[1] - w[0]) as f64 / NS_PER_MS).collect()
+}
+
+/// `count / ms` in per-second units; absent when no time elapsed.
+fn rate(count: f64, ms: f64) -> Option<f64> {
+    (ms > 0.0).then(|| count * 1000.0 / ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(token_times_ns: Vec<u64>) -> RawSample {
+        RawSample {
+            prompt_tokens: 10,
+            tokenize_ns: 100_000,
+            prompt_eval_ns: 20_000_000,
+            token_ids: vec![1; token_times_ns.len()],
+            token_times_ns,
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            engine_counters: None,
+        }
+    }
+
+    #[test]
+    fn derives_rates_from_timestamps() {
+        // First token at 25 ms, then one every 10 ms: 4 tokens, 3 gaps of 10 ms.
+        let m = IterationMetrics::from_sample(&sample(vec![25_000_000, 35_000_000, 45_000_000, 55_000_000])).unwrap();
+        assert_eq!(m.ttft_ms, 25.0);
+        assert_eq!(m.eval_count, 4);
+        assert_eq!(m.eval_ms, 30.0);
+        assert_eq!(m.tokens_per_second, Some(100.0));
+        assert_eq!(m.total_ms, 55.0);
+        assert_eq!(m.prompt_eval_ms, 20.0);
+        assert_eq!(m.prompt_tokens_per_second, Some(500.0));
+        let itl = m.inter_token_latency_ms.unwrap();
+        assert_eq!((itl.p50, itl.p99, itl.max), (10.0, 10.0, 10.0));
+    }
+
+    #[test]
+    fn single_token_has_no_decode_rate() {
+        let m = IterationMetrics::from_sample(&sample(vec![30_000_000])).unwrap();
+        assert_eq!(m.tokens_per_second, None);
+        assert_eq!(m.inter_token_latency_ms, None);
+        assert_eq!(m.ttft_ms, m.total_ms);
+        assert!(IterationMetrics::from_sample(&sample(vec![])).is_none());
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks() {
+        let sorted: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 5.5);
+        assert!((percentile(&sorted, 90.0) - 9.1).abs() < 1e-12);
+        assert!((percentile(&sorted, 99.0) - 9.91).abs() < 1e-12);
+        assert_eq!(percentile(&sorted, 100.0), 10.0);
+        assert_eq!(percentile(&[4.0], 99.0), 4.0);
+    }
+}

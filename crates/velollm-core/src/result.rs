@@ -1,0 +1,352 @@
+//! Result rows: the guide's JSON object, extended (never renamed) with what makes a number trustworthy.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::inter_token_gaps_ms;
+use crate::{EngineParams, GenerationParams, IterationMetrics, LatencyPercentiles, RawSample, Summary};
+
+/// Version of the JSON layout (docs/result.schema.json). Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A measured value, or absent when nothing could measure it (never a guess, never zero).
+///
+/// Serialised as a number or `null`; displayed as the number (honouring `{:.1}`-style precision) or
+/// `n/a`, so the guide's `println!("Tokens/s: {}", result.tokens_per_second)` works unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Measured(pub Option<f64>);
+
+impl Measured {
+    pub fn value(self) -> Option<f64> {
+        self.0
+    }
+}
+
+impl From<Option<f64>> for Measured {
+    fn from(value: Option<f64>) -> Self {
+        Measured(value)
+    }
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => std::fmt::Display::fmt(&v, f),
+            None => f.pad("n/a"),
+        }
+    }
+}
+
+/// A benchmark as the guide defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BenchmarkConfig {
+    pub name: String,
+    pub model: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub iterations: u32,
+}
+
+/// What the model file is, read from the file itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// The reference as the user gave it (`-m`).
+    pub reference: String,
+    /// The file that was loaded.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub architecture: Option<String>,
+    /// Exact count of tensor elements.
+    pub parameter_count: Option<u64>,
+    pub quantization: Option<String>,
+    /// `general.name` from the file.
+    pub name: Option<String>,
+    /// True for files with random weights written to mimic a real architecture's shapes.
+    pub synthetic: bool,
+}
+
+/// Every parameter a run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunParameters {
+    /// In-process engine parameters (absent for server backends, which decide their own).
+    pub engine: Option<EngineParams>,
+    pub generation: GenerationParams,
+    pub warmup_iterations: u32,
+}
+
+/// Where a result was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub velollm_version: String,
+    pub velollm_git_commit: Option<String>,
+    pub backend: String,
+    /// The engine's version (llama.cpp's ggml version and commit, candle's crate version, Ollama's server).
+    pub backend_version: Option<String>,
+    /// The engine's own description of its build (llama.cpp's system info: SIMD features, backends).
+    pub backend_build: Option<String>,
+    pub cpu_model: Option<String>,
+    pub cpu_physical_cores: Option<u32>,
+    pub cpu_logical_cpus: Option<u32>,
+    pub ram_bytes: Option<u64>,
+    pub os: String,
+    pub kernel: Option<String>,
+    pub hostname: Option<String>,
+}
+
+/// velollm's clock against the engine's own perf counters over all timed iterations of a benchmark.
+///
+/// `ratio = velollm_ms / engine_ms`; `overhead_percent = (ratio − 1) · 100`. velollm's decode interval
+/// also holds sampling and bookkeeping between decode calls, so the overhead is what the harness adds
+/// around the engine's compute.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HarnessOverhead {
+    pub eval_ms_velollm: f64,
+    pub eval_ms_engine: f64,
+    pub eval_ratio: Option<f64>,
+    pub eval_overhead_percent: Option<f64>,
+    pub prompt_eval_ms_velollm: f64,
+    pub prompt_eval_ms_engine: f64,
+    pub prompt_eval_ratio: Option<f64>,
+    pub prompt_eval_overhead_percent: Option<f64>,
+}
+
+/// Spread statistics of a benchmark's timed iterations. A metric that no iteration measured is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkStatistics {
+    pub tokens_per_second: Option<Summary>,
+    pub time_to_first_token_ms: Option<Summary>,
+    pub prompt_tokens_per_second: Option<Summary>,
+    pub prompt_eval_ms: Option<Summary>,
+    pub eval_ms: Option<Summary>,
+    pub total_time_ms: Option<Summary>,
+    /// Percentiles over the gaps of all timed iterations pooled together.
+    pub inter_token_latency_ms: Option<LatencyPercentiles>,
+}
+
+/// One timed iteration: its derived metrics and the raw sample they came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub iteration: u32,
+    pub metrics: IterationMetrics,
+    pub raw: RawSample,
+}
+
+/// One benchmark's result row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkResult {
+    // ---- the guide's fields, names and meaning unchanged ----
+    pub config: BenchmarkConfig,
+    /// Mean of the per-iteration decode rates.
+    pub tokens_per_second: Measured,
+    /// Mean of the per-iteration TTFTs.
+    pub time_to_first_token_ms: Measured,
+    /// Sum of the iterations' total times.
+    pub total_time_ms: f64,
+    /// Sum of the tokens generated over all timed iterations.
+    pub total_tokens: u64,
+    /// Prompt tokens per iteration (mean, rounded).
+    pub prompt_eval_count: u64,
+    /// Tokens generated per iteration (mean, rounded).
+    pub eval_count: u64,
+    /// When the benchmark finished (RFC 3339, UTC).
+    pub timestamp: String,
+    // ---- extensions ----
+    pub schema_version: u32,
+    pub backend: String,
+    /// False when the run was interrupted before all iterations finished.
+    pub complete: bool,
+    pub iterations_completed: u32,
+    /// Mean of the per-iteration prompt-evaluation rates.
+    pub prompt_tokens_per_second: Option<f64>,
+    /// Model load (file to ready context), once per run, never part of an iteration.
+    pub load_time_ms: f64,
+    /// Process start → first timed iteration of the run.
+    pub startup_to_first_timed_iteration_ms: Option<f64>,
+    pub statistics: BenchmarkStatistics,
+    pub harness_overhead: Option<HarnessOverhead>,
+    /// Things that make a number less trustworthy (early stops, high spread), in words.
+    pub warnings: Vec<String>,
+    /// Text of the first timed iteration (decoded after timing).
+    pub generated_text: Option<String>,
+    pub samples: Vec<IterationRecord>,
+    pub model: ModelIdentity,
+    pub parameters: RunParameters,
+    pub environment: Environment,
+}
+
+/// The per-benchmark aggregates that follow from the raw samples alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregates {
+    pub tokens_per_second: Option<f64>,
+    pub time_to_first_token_ms: Option<f64>,
+    pub total_time_ms: f64,
+    pub total_tokens: u64,
+    pub prompt_eval_count: u64,
+    pub eval_count: u64,
+    pub prompt_tokens_per_second: Option<f64>,
+    pub statistics: BenchmarkStatistics,
+    pub harness_overhead: Option<HarnessOverhead>,
+    pub records: Vec<IterationRecord>,
+    pub warnings: Vec<String>,
+}
+
+/// Spread above which a warning says the numbers are noisy (coefficient of variation).
+const NOISY_RELATIVE_STDDEV: f64 = 0.10;
+
+impl Aggregates {
+    /// Derives everything a result row says about its iterations. Samples without any generated token
+    /// carry nothing to time and are skipped.
+    pub fn from_samples(samples: Vec<RawSample>, max_tokens: u32) -> Aggregates {
+        let records: Vec<IterationRecord> = samples
+            .into_iter()
+            .filter_map(|raw| IterationMetrics::from_sample(&raw).map(|metrics| (metrics, raw)))
+            .enumerate()
+            .map(|(i, (metrics, raw))| IterationRecord { iteration: i as u32 + 1, metrics, raw })
+            .collect();
+        let collect = |f: fn(&IterationMetrics) -> Option<f64>| -> Vec<f64> {
+            records.iter().filter_map(|r| f(&r.metrics)).collect()
+        };
+        let decode_rates = collect(|m| m.tokens_per_second);
+        let ttfts = collect(|m| Some(m.ttft_ms));
+        let prompt_rates = collect(|m| m.prompt_tokens_per_second);
+        let totals = collect(|m| Some(m.total_ms));
+        let all_gaps: Vec<f64> = records.iter().flat_map(|r| inter_token_gaps_ms(&r.raw.token_times_ns)).collect();
+        let statistics = BenchmarkStatistics {
+            tokens_per_second: Summary::of(&decode_rates),
+            time_to_first_token_ms: Summary::of(&ttfts),
+            prompt_tokens_per_second: Summary::of(&prompt_rates),
+            prompt_eval_ms: Summary::of(&collect(|m| Some(m.prompt_eval_ms))),
+            eval_ms: Summary::of(&collect(|m| Some(m.eval_ms))),
+            total_time_ms: Summary::of(&totals),
+            inter_token_latency_ms: LatencyPercentiles::of(&all_gaps),
+        };
+
+        let n = records.len() as u64;
+        let total_tokens: u64 = records.iter().map(|r| r.metrics.eval_count).sum();
+        let total_prompt: u64 = records.iter().map(|r| r.metrics.prompt_eval_count).sum();
+        let rounded_mean = |sum: u64| (sum + n / 2).checked_div(n).unwrap_or(0);
+
+        let mut warnings = Vec::new();
+        let short: Vec<u32> =
+            records.iter().filter(|r| r.metrics.eval_count < u64::from(max_tokens)).map(|r| r.iteration).collect();
+        if !short.is_empty() {
+            warnings.push(format!(
+                "iterations {short:?} stopped before {max_tokens} tokens (end of sequence); their rates cover fewer tokens"
+            ));
+        }
+        if let Some(cv) = statistics.tokens_per_second.as_ref().and_then(Summary::relative_stddev) {
+            if cv > NOISY_RELATIVE_STDDEV {
+                warnings.push(format!(
+                    "decode rate varies by {:.0} % (stddev/mean) across iterations: background load or throttling?",
+                    cv * 100.0
+                ));
+            }
+        }
+
+        Aggregates {
+            tokens_per_second: statistics.tokens_per_second.map(|s| s.mean),
+            time_to_first_token_ms: statistics.time_to_first_token_ms.map(|s| s.mean),
+            total_time_ms: totals.iter().sum(),
+            total_tokens,
+            prompt_eval_count: rounded_mean(total_prompt),
+            eval_count: rounded_mean(total_tokens),
+            prompt_tokens_per_second: statistics.prompt_tokens_per_second.map(|s| s.mean),
+            statistics,
+            harness_overhead: harness_overhead(&records),
+            records,
+            warnings,
+        }
+    }
+}
+
+fn harness_overhead(records: &[IterationRecord]) -> Option<HarnessOverhead> {
+    if records.is_empty() || records.iter().any(|r| r.raw.engine_counters.is_none()) {
+        return None;
+    }
+    let sum = |f: &dyn Fn(&IterationRecord) -> f64| records.iter().map(f).sum::<f64>();
+    let eval_ms_velollm = sum(&|r| r.metrics.eval_ms);
+    let eval_ms_engine = sum(&|r| r.raw.engine_counters.map_or(0.0, |c| c.eval_ms));
+    let prompt_eval_ms_velollm = sum(&|r| r.metrics.prompt_eval_ms);
+    let prompt_eval_ms_engine = sum(&|r| r.raw.engine_counters.map_or(0.0, |c| c.prompt_eval_ms));
+    let ratio = |ours: f64, theirs: f64| (theirs > 0.0).then(|| ours / theirs);
+    let eval_ratio = ratio(eval_ms_velollm, eval_ms_engine);
+    let prompt_eval_ratio = ratio(prompt_eval_ms_velollm, prompt_eval_ms_engine);
+    Some(HarnessOverhead {
+        eval_ms_velollm,
+        eval_ms_engine,
+        eval_ratio,
+        eval_overhead_percent: eval_ratio.map(|r| (r - 1.0) * 100.0),
+        prompt_eval_ms_velollm,
+        prompt_eval_ms_engine,
+        prompt_eval_ratio,
+        prompt_eval_overhead_percent: prompt_eval_ratio.map(|r| (r - 1.0) * 100.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EngineCounters, StopReason};
+
+    fn sample(first_ms: u64, gap_ms: u64, tokens: usize, engine_eval_ms: f64) -> RawSample {
+        RawSample {
+            prompt_tokens: 9,
+            tokenize_ns: 50_000,
+            prompt_eval_ns: 18_000_000,
+            token_times_ns: (0..tokens as u64).map(|i| (first_ms + i * gap_ms) * 1_000_000).collect(),
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![7; tokens],
+            engine_counters: Some(EngineCounters {
+                prompt_eval_count: 9,
+                prompt_eval_ms: 18.0,
+                eval_count: tokens as u64 - 1,
+                eval_ms: engine_eval_ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn aggregates_follow_the_guide() {
+        // Two iterations of 5 tokens: decode rates 4/40ms = 100 tok/s and 4/80ms = 50 tok/s.
+        let agg = Aggregates::from_samples(vec![sample(20, 10, 5, 39.0), sample(30, 20, 5, 78.0)], 5);
+        assert_eq!(agg.records.len(), 2);
+        assert_eq!(agg.tokens_per_second, Some(75.0));
+        assert_eq!(agg.time_to_first_token_ms, Some(25.0));
+        assert_eq!(agg.total_time_ms, 60.0 + 110.0);
+        assert_eq!(agg.total_tokens, 10);
+        assert_eq!((agg.eval_count, agg.prompt_eval_count), (5, 9));
+        assert_eq!(agg.prompt_tokens_per_second, Some(500.0));
+        let overhead = agg.harness_overhead.unwrap();
+        assert_eq!(overhead.eval_ms_velollm, 120.0);
+        assert_eq!(overhead.eval_ms_engine, 117.0);
+        assert!((overhead.eval_overhead_percent.unwrap() - (120.0 / 117.0 - 1.0) * 100.0).abs() < 1e-12);
+        assert_eq!(overhead.prompt_eval_ratio, Some(1.0));
+        // 100 vs 50 tok/s is a 47 % coefficient of variation: warned about.
+        assert!(agg.warnings.iter().any(|w| w.contains("varies")));
+    }
+
+    #[test]
+    fn measured_displays_value_or_absence() {
+        assert_eq!(format!("{:.1}", Measured(Some(84.04))), "84.0");
+        assert_eq!(format!("{}", Measured(None)), "n/a");
+        assert_eq!(serde_json::to_string(&Measured(None)).unwrap(), "null");
+        assert_eq!(serde_json::to_string(&Measured(Some(1.5))).unwrap(), "1.5");
+    }
+
+    #[test]
+    fn short_iterations_are_flagged() {
+        let agg = Aggregates::from_samples(vec![sample(20, 10, 3, 20.0)], 5);
+        assert!(agg.warnings.iter().any(|w| w.contains("stopped before 5 tokens")));
+    }
+
+    #[test]
+    fn nothing_measured_is_absent_not_zero() {
+        let agg = Aggregates::from_samples(vec![], 5);
+        assert_eq!(agg.tokens_per_second, None);
+        assert_eq!(agg.time_to_first_token_ms, None);
+        assert!(agg.harness_overhead.is_none());
+        assert!(agg.statistics.tokens_per_second.is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! A defensive reader for the header of GGUF files (llama.cpp's model format).
+//!
+//! velollm reads the header itself, before any engine touches the file, for two reasons:
+//! - a missing, foreign or truncated file gets a precise one-line error instead of whatever the engine does
+//!   with it (llama.cpp may print pages of logs, candle may panic);
+//! - the model identity recorded with every result (architecture, quantization, parameter count) comes from
+//!   the file itself, identically for every backend.
+//!
+//! Only the header is parsed: metadata key/values and tensor infos. Tensor data is never read, but its
+//! extent is computed from the tensor shapes and types so that a file cut short is detected.
+
+mod ggml_type;
+mod reader;
+
+pub use ggml_type::GgmlType;
+pub use reader::{GgufError, GgufFile, MetadataValue, ReadOptions, TensorInfo};

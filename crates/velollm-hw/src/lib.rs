@@ -1,0 +1,152 @@
+//! What machine velollm runs on.
+//!
+//! Read from Linux's `/proc` and `/etc` files directly: cheap, dependency-free, and each value that cannot
+//! be read is reported as absent rather than guessed.
+
+use std::collections::BTreeSet;
+use std::fs;
+
+use velollm_core::Environment;
+
+/// velollm's own version.
+pub const VELOLLM_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit velollm was built from (`-dirty` when tracked files had changes), if known.
+pub fn git_commit() -> Option<&'static str> {
+    option_env!("VELOLLM_GIT_COMMIT")
+}
+
+/// CPU facts from `/proc/cpuinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuInfo {
+    pub model: Option<String>,
+    pub physical_cores: Option<u32>,
+    pub logical_cpus: Option<u32>,
+}
+
+impl CpuInfo {
+    pub fn detect() -> CpuInfo {
+        let from_proc = fs::read_to_string("/proc/cpuinfo").ok().map(|text| CpuInfo::parse(&text));
+        let logical_fallback = std::thread::available_parallelism().ok().map(|n| n.get() as u32);
+        match from_proc {
+            Some(info) => CpuInfo { logical_cpus: info.logical_cpus.or(logical_fallback), ..info },
+            None => CpuInfo { model: None, physical_cores: None, logical_cpus: logical_fallback },
+        }
+    }
+
+    /// Parses `/proc/cpuinfo`. Physical cores are the distinct (physical id, core id) pairs; where a kernel
+    /// (some VMs, some architectures) omits those fields, the count is absent rather than guessed.
+    pub fn parse(text: &str) -> CpuInfo {
+        let mut model = None;
+        let mut logical = 0u32;
+        let mut cores = BTreeSet::new();
+        let mut physical_id = None;
+        let mut complete_topology = true;
+        for block in text.split("\n\n").filter(|b| b.contains("processor")) {
+            logical += 1;
+            let mut core_id = None;
+            for line in block.lines() {
+                let Some((key, value)) = line.split_once(':') else { continue };
+                let (key, value) = (key.trim(), value.trim());
+                match key {
+                    "model name" | "Model" if model.is_none() => model = Some(value.to_string()),
+                    "physical id" => physical_id = Some(value.to_string()),
+                    "core id" => core_id = Some(value.to_string()),
+                    _ => {}
+                }
+            }
+            match core_id {
+                Some(core) => {
+                    cores.insert((physical_id.clone().unwrap_or_default(), core));
+                }
+                None => complete_topology = false,
+            }
+        }
+        CpuInfo {
+            model,
+            physical_cores: (complete_topology && !cores.is_empty()).then_some(cores.len() as u32),
+            logical_cpus: (logical > 0).then_some(logical),
+        }
+    }
+}
+
+/// The default thread count for engines: the physical core count (hyper-threads share a core's SIMD
+/// units, and more threads than cores slows llama.cpp down), else the logical CPU count, else 1.
+pub fn default_threads() -> u32 {
+    let cpu = CpuInfo::detect();
+    cpu.physical_cores.or(cpu.logical_cpus).unwrap_or(1).max(1)
+}
+
+/// Total RAM from `/proc/meminfo`.
+pub fn ram_bytes() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn os_name() -> String {
+    fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::OS.to_string())
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Everything about the machine and velollm's build that a result records; the backend fills in its part.
+pub fn environment(backend: &str, backend_version: Option<String>, backend_build: Option<String>) -> Environment {
+    let cpu = CpuInfo::detect();
+    Environment {
+        velollm_version: VELOLLM_VERSION.to_string(),
+        velollm_git_commit: git_commit().map(str::to_string),
+        backend: backend.to_string(),
+        backend_version,
+        backend_build,
+        cpu_model: cpu.model,
+        cpu_physical_cores: cpu.physical_cores,
+        cpu_logical_cpus: cpu.logical_cpus,
+        ram_bytes: ram_bytes(),
+        os: format!("{} ({})", os_name(), std::env::consts::ARCH),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_physical_cores_from_topology() {
+        // Two cores with two hyper-threads each.
+        let text = (0..4)
+            .map(|i| format!("processor\t: {i}\nmodel name\t: Test CPU\nphysical id\t: 0\ncore id\t\t: {}\n", i % 2))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let info = CpuInfo::parse(&text);
+        assert_eq!(info.model.as_deref(), Some("Test CPU"));
+        assert_eq!(info.logical_cpus, Some(4));
+        assert_eq!(info.physical_cores, Some(2));
+    }
+
+    #[test]
+    fn missing_topology_is_absent_not_guessed() {
+        let text = "processor\t: 0\nmodel name\t: X\n\nprocessor\t: 1\nmodel name\t: X\n";
+        let info = CpuInfo::parse(text);
+        assert_eq!(info.logical_cpus, Some(2));
+        assert_eq!(info.physical_cores, None);
+    }
+
+    #[test]
+    fn this_machine_is_described() {
+        let env = environment("llamacpp", None, None);
+        assert!(env.cpu_logical_cpus.unwrap_or(0) >= 1);
+        assert!(env.ram_bytes.unwrap_or(0) > 0);
+        assert!(default_threads() >= 1);
+    }
+}
