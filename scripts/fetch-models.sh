@@ -37,7 +37,7 @@ done
 fetch_one() {
   local name=$1 file=$2 bytes=$3 sha256=$4 parts=$5
   local dest="$model_dir/$file"
-  if [ -f "$dest" ] && [ "$(stat -c %s "$dest")" = "$bytes" ]; then
+  if [ -f "$dest" ] && [ "$(stat -L -c %s "$dest")" = "$bytes" ]; then
     if [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$sha256" ]; then
       echo "✓ $name: $dest (already present, sha256 verified)"
       return 0
@@ -62,7 +62,7 @@ fetch_one() {
     rm -f "$work/wheels"/*.whl
   done
   local got_bytes got_sha
-  got_bytes=$(stat -c %s "$partial")
+  got_bytes=$(stat -L -c %s "$partial")
   got_sha=$(sha256sum "$partial" | cut -d' ' -f1)
   if [ "$got_bytes" != "$bytes" ] || [ "$got_sha" != "$sha256" ]; then
     echo "error: $name: assembled file has $got_bytes bytes, sha256 $got_sha; expected $bytes bytes, sha256 $sha256" >&2
