@@ -1,0 +1,49 @@
+# Shared by the project's scripts: install what is missing, idempotently, and build velollm.
+# Sourced, not run.
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Debian packages the build needs: cmake and a C++ compiler for llama.cpp, libclang for bindgen, unzip for the
+# model wheels, git for the recorded commit; python3 with pip unless a python3 with pip is already on PATH.
+debian_packages_needed() {
+  echo build-essential cmake libclang-dev pkg-config unzip git ca-certificates
+  if ! { command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; }; then
+    echo python3 python3-pip
+  fi
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "error: need root (or sudo) to install: $*" >&2; return 1
+  fi
+}
+
+ensure_debian_packages() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "note: not a Debian system; make sure these are installed: $(debian_packages_needed | tr '\n' ' ')" >&2
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in $(debian_packages_needed); do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2; return 1; }
+}
+
+# Builds the velollm binary in release mode (llama.cpp's first build takes 10+ minutes on 2 cores).
+build_velollm() {
+  echo "==> building velollm (release)"
+  (cd "$repo_root" && cargo build --release --locked -p velollm-cli)
+}
+
+velollm_bin() {
+  echo "${CARGO_TARGET_DIR:-$repo_root/target}/release/velollm"
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Quick start, step 2: install what is missing, fetch the test models, and run the whole test suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+ensure_debian_packages
+ensure_rust
+"$repo_root/scripts/fetch-models.sh"
+cd "$repo_root"
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy (warnings are errors)"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --release --locked --workspace
+echo "==> the guide's Custom Benchmarks example"
+cargo run --release --locked -q -p velollm-benchmarks --example custom_benchmark
