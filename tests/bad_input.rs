@@ -134,3 +134,24 @@ fn invalid_flag_value_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "clap's usage error: {}", stderr(&out));
     assert!(stderr(&out).contains("expected auto, on or off"), "{}", stderr(&out));
 }
+
+#[test]
+fn absent_default_model_names_the_fetch_command() {
+    let empty = scratch("no-models");
+    let out = velollm().env("VELOLLM_MODEL_DIR", &empty).args(["benchmark", "--max-tokens", "2"]).output().unwrap();
+    assert_clean_failure(&out, "fetch it with: scripts/fetch-models.sh smollm2-135m");
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn verbose_routes_llama_cpp_logs_and_quiet_default_hides_them() {
+    let args =
+        ["benchmark", "-m", SMOLLM2, "--prompt", "Hi", "--max-tokens", "2", "--iterations", "1", "--warmup", "0"];
+    let model_dir = repo_root().join("models");
+    let quiet = velollm().env("VELOLLM_MODEL_DIR", &model_dir).args(args).output().unwrap();
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert!(!stderr(&quiet).contains("llama_model_loader"), "llama.cpp logs leaked: {}", stderr(&quiet));
+    let verbose = velollm().env("VELOLLM_MODEL_DIR", &model_dir).arg("-v").args(args).output().unwrap();
+    assert!(verbose.status.success(), "{}", stderr(&verbose));
+    assert!(stderr(&verbose).contains("llama_model_loader"), "no llama.cpp log with -v: {}", stderr(&verbose));
+}
