@@ -269,6 +269,17 @@ impl OllamaClient {
             match read {
                 Ok(0) => return Err(OllamaError::Truncated { chunks: chunks.len() }),
                 Ok(_) => {}
+                // A server that dies mid-stream leaves the chunked body unfinished.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Err(OllamaError::Truncated { chunks: chunks.len() })
+                }
                 Err(e) => return Err(self.io_error(&e, during)),
             }
             let text = String::from_utf8_lossy(&line);
