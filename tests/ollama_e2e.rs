@@ -213,6 +213,13 @@ fn server_failures_are_one_line_errors() {
     assert!(stderr(&not_running).contains("ollama serve"), "{}", stderr(&not_running));
 
     assert_ollama_failure(Script::healthy("other:7b"), &[], "pull it with: ollama pull tiny");
+    let server = StandIn::start(Script::healthy("tiny"));
+    let file = bench(&["-b", "ollama", "-m", "models/x.gguf", "--ollama-url", &server.url], &[], None);
+    assert_clean_failure(&file, "takes a model name such as llama3.2:3b, not a file");
+    let bad_url = bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", "ftp://h"], &[], None);
+    assert_clean_failure(&bad_url, "invalid Ollama address 'ftp://h'");
+    let bad_list = bench(&["-b", "llamacpp,,ollama"], &[], None);
+    assert_clean_failure(&bad_list, "expected a name or a comma list");
     let failing = |failure: Failure| Script { failure, ..Script::healthy("tiny") };
     assert_ollama_failure(failing(Failure::Status(500, "out of memory".into())), &[], "HTTP 500: out of memory");
     assert_ollama_failure(
@@ -255,8 +262,22 @@ fn llamacpp_runs_the_file_from_the_ollama_store_and_compares_backends() {
     let script = Script { digest: digest.clone(), blob_sha256: SMOLLM2_SHA256.into(), ..Script::healthy("tiny:1b") };
     let server = StandIn::start(script);
     let out_path = dir.join("r.json");
+    // One thread and one iteration keep llama.cpp quick on a small, shared machine.
     let out = bench(
-        &["-b", "llamacpp,ollama", "-m", "ollama:tiny:1b", "--ollama-url", &server.url],
+        &[
+            "-b",
+            "llamacpp,ollama",
+            "-m",
+            "ollama:tiny:1b",
+            "--ollama-url",
+            &server.url,
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
         &[("OLLAMA_MODELS", store.to_str().unwrap())],
         Some(&out_path),
     );
@@ -277,7 +298,7 @@ fn llamacpp_runs_the_file_from_the_ollama_store_and_compares_backends() {
 
     // A name without the prefix resolves the same way; a missing one says how to get it.
     let out = bench(
-        &["-m", "tiny:1b", "--iterations", "1", "--warmup", "0", "-q"],
+        &["-m", "tiny:1b", "--iterations", "1", "--warmup", "0", "--threads", "1", "-q"],
         &[("OLLAMA_MODELS", store.to_str().unwrap())],
         None,
     );
@@ -298,8 +319,11 @@ fn hugging_face_references_resolve_from_the_local_cache() {
     std::os::unix::fs::symlink(common::model(SMOLLM2), repo.join("snapshots").join(commit).join("smol.gguf")).unwrap();
     let out_path = dir.join("r.json");
     let env = [("HF_HUB_CACHE", dir.to_str().unwrap())];
-    let out =
-        bench(&["-m", "hf:test-org/smol-GGUF/smol.gguf", "--iterations", "1", "--warmup", "0"], &env, Some(&out_path));
+    let out = bench(
+        &["-m", "hf:test-org/smol-GGUF/smol.gguf", "--iterations", "1", "--warmup", "0", "--threads", "1"],
+        &env,
+        Some(&out_path),
+    );
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
     let row = &read_results(&out_path)[0];
     assert_eq!(row["model"]["sha256"], SMOLLM2_SHA256);

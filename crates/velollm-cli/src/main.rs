@@ -242,20 +242,36 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
     };
     let show_progress = !args.quiet;
     if show_progress {
-        let settings = format!(
-            "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · warm-up {} · greedy, seed {}",
-            engine.threads,
-            engine.ctx_size,
-            engine.batch_size,
-            engine.ubatch_size,
-            engine.n_gpu_layers,
-            engine.flash_attn,
-            args.warmup,
-            args.seed
-        );
+        let settings = if backends.iter().all(|b| b == "ollama") {
+            let sent = |value: u32, given: bool| if given { value.to_string() } else { "server default".to_string() };
+            let explicit = args.explicit();
+            format!(
+                "num_ctx {} · num_gpu {} · num_thread {} · num_batch {} · warm-up {} · temperature 0, seed {}",
+                engine.ctx_size,
+                sent(engine.n_gpu_layers, explicit.n_gpu_layers),
+                sent(engine.threads, explicit.threads),
+                sent(engine.batch_size, explicit.batch_size),
+                args.warmup,
+                args.seed
+            )
+        } else {
+            format!(
+                "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · warm-up {} · greedy, seed {}",
+                engine.threads,
+                engine.ctx_size,
+                engine.batch_size,
+                engine.ubatch_size,
+                engine.n_gpu_layers,
+                engine.flash_attn,
+                args.warmup,
+                args.seed
+            )
+        };
         println!("{}", console::header(&backends.join(", "), &model, &settings));
-        if backends.iter().any(|b| b == "ollama") {
-            println!("Ollama is sent num_ctx always; num_gpu, num_thread and num_batch only when given on the command line.\n");
+        if backends.len() > 1 && backends.iter().any(|b| b == "ollama") {
+            println!(
+                "Ollama is sent num_ctx always; num_gpu, num_thread and num_batch only when given on the command line.\n"
+            );
         }
     }
     let mut reporter = ConsoleReporter::new(show_progress, json.clone());

@@ -405,6 +405,51 @@ mod tests {
         assert!(agg.warnings.iter().any(|w| w.contains("varies")));
     }
 
+    fn http_sample(client_total_ms: u64, server_total_ms: Option<u64>) -> RawSample {
+        RawSample {
+            prompt_tokens: 4,
+            tokenize_ns: 0,
+            prompt_eval_ns: 2_000_000,
+            token_times_ns: vec![],
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![],
+            engine_counters: None,
+            server: Some(crate::ServerSample {
+                prompt: "[1] p".into(),
+                prompt_eval_count: Some(4),
+                prompt_eval_duration_ns: Some(2_000_000),
+                eval_count: Some(3),
+                eval_duration_ns: Some(30_000_000),
+                total_duration_ns: server_total_ms.map(|ms| ms * 1_000_000),
+                load_duration_ns: None,
+                done_reason: Some("length".into()),
+                chunks: [10u64, 20, 30]
+                    .iter()
+                    .map(|&ms| crate::ChunkArrival { time_ns: ms * 1_000_000, text: "x".into() })
+                    .collect(),
+                client_total_ns: client_total_ms * 1_000_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn http_overhead_compares_the_client_clock_with_the_server_total() {
+        let agg = Aggregates::from_samples(vec![http_sample(50, Some(40)), http_sample(70, Some(40))], 3);
+        let http = agg.http_overhead.unwrap();
+        assert_eq!((http.client_total_ms, http.server_total_ms, http.overhead_ms), (120.0, 80.0, 40.0));
+        assert_eq!(http.overhead_ms_per_request, 20.0);
+        assert_eq!(http.overhead_percent, Some(50.0));
+        // Client rate: (3 − 1) tokens over 20 ms between the first and last text chunk.
+        assert_eq!(http.client_tokens_per_second, Some(100.0));
+        assert_eq!(agg.tokens_per_second, Some(100.0), "server: 3 tokens in 30 ms");
+        assert!(agg.harness_overhead.is_none());
+        assert!(agg.statistics.inter_token_latency_ms.is_none(), "chunks are not tokens");
+        // One iteration without the server's total: no overhead figure rather than a partial one.
+        let agg = Aggregates::from_samples(vec![http_sample(50, Some(40)), http_sample(70, None)], 3);
+        assert!(agg.http_overhead.is_none());
+    }
+
     #[test]
     fn measured_displays_value_or_absence() {
         assert_eq!(format!("{:.1}", Measured(Some(84.04))), "84.0");
