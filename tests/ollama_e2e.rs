@@ -211,6 +211,7 @@ fn server_failures_are_one_line_errors() {
     let not_running = bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", &closed_port_url()], &[], None);
     assert_clean_failure(&not_running, "Ollama is not running");
     assert!(stderr(&not_running).contains("ollama serve"), "{}", stderr(&not_running));
+    assert!(stdout(&not_running).contains("Checking Ollama availability... ✗\n"), "{}", stdout(&not_running));
 
     assert_ollama_failure(Script::healthy("other:7b"), &[], "pull it with: ollama pull tiny");
     let server = StandIn::start(Script::healthy("tiny"));

@@ -132,6 +132,8 @@ pub trait Observer: Send {
     fn server_checking(&mut self, backend: &str) {}
     /// The server answered, with its version when it says one.
     fn server_available(&mut self, backend: &str, version: Option<&str>) {}
+    /// The server did not answer (the run's error says why).
+    fn server_unavailable(&mut self, backend: &str) {}
     fn model_identified(&mut self, model: &ModelIdentity) {}
     fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo) {}
     fn benchmark_started(&mut self, config: &BenchmarkConfig, warmup_iterations: u32) {}
@@ -252,7 +254,7 @@ fn run_suite_blocking(
         (resolved.path, Some(model))
     } else {
         observer.server_checking(backend.name());
-        let version = backend.check_available()?;
+        let version = backend.check_available().inspect_err(|_| observer.server_unavailable(backend.name()))?;
         observer.server_available(backend.name(), version.as_deref());
         (PathBuf::from(model_ref), None)
     };

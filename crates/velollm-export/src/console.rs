@@ -102,6 +102,10 @@ impl Observer for ConsoleReporter {
         }
     }
 
+    fn server_unavailable(&mut self, _backend: &str) {
+        self.say(format_args!("✗\n"));
+    }
+
     fn model_identified(&mut self, model: &ModelIdentity) {
         self.say(format_args!("File: {} ({})\n\nLoading model... ", model.path, describe_model(model)));
     }
