@@ -306,6 +306,17 @@ fn llamacpp_runs_the_file_from_the_ollama_store_and_compares_backends() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = bench(&["-m", "tiny:7b"], &[("OLLAMA_MODELS", store.to_str().unwrap())], None);
     assert_clean_failure(&out, "pull it with: ollama pull tiny:7b");
+
+    // In a comparison, one backend failing does not cost the other's rows.
+    let partial = dir.join("partial.json");
+    let out = bench(
+        &["-b", "llamacpp,ollama", "-m", "tiny:1b", "--ollama-url", &server.url, "--iterations", "1", "--warmup", "0"],
+        &[],
+        Some(&partial),
+    );
+    assert_clean_failure(&out, "benchmark failed on llamacpp after 1 finished benchmark(s), which were kept");
+    assert!(stderr(&out).contains("not in the Ollama model store"), "{}", stderr(&out));
+    assert_eq!(read_results(&partial)[0]["backend"], "ollama");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -276,7 +276,10 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
     }
     let mut reporter = ConsoleReporter::new(show_progress, json.clone());
     let mut results = Vec::new();
-    let mut failure = None;
+    // The first failure, with its backend; in a comparison the other backends still run (their rows are
+    // worth having), unless the user interrupted.
+    let mut failure: Option<(String, BenchError)> = None;
+    let mut failed_backends = 0;
     for backend in &backends {
         if show_progress && backends.len() > 1 {
             println!("── Backend: {backend} ──\n");
@@ -289,14 +292,18 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
         reporter = handed_back;
         results.extend(outcome.results);
         if let Some(error) = outcome.error {
-            failure = Some(error);
-            break;
+            let interrupted = matches!(error, BenchError::Interrupted);
+            failed_backends += 1;
+            failure.get_or_insert((backend.clone(), error));
+            if interrupted {
+                break;
+            }
         }
     }
     if let Some(save_error) = &reporter.save_error {
         anyhow::bail!("{save_error}");
     }
-    let interrupted = matches!(failure, Some(BenchError::Interrupted));
+    let interrupted = matches!(failure, Some((_, BenchError::Interrupted)));
     if !results.is_empty() {
         let saved_to = json.as_ref().map(|j| j.path().display().to_string());
         print!("{}", console::summary(&results, saved_to.as_deref()));
@@ -315,11 +322,21 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
             );
             Ok(ExitCode::from(EXIT_INTERRUPTED))
         }
-        Some(error) => Err(anyhow::Error::new(error)).context(if results.is_empty() {
-            "benchmark failed".to_string()
-        } else {
-            format!("benchmark failed after {} finished benchmark(s), which were kept", results.len())
-        }),
+        Some((backend, error)) => {
+            let on_backend = if backends.len() > 1 { format!(" on {backend}") } else { String::new() };
+            let others = match failed_backends {
+                0 | 1 => String::new(),
+                n => format!(" ({} other backend{} failed too)", n - 1, if n == 2 { "" } else { "s" }),
+            };
+            Err(anyhow::Error::new(error)).context(if results.is_empty() {
+                format!("benchmark failed{on_backend}{others}")
+            } else {
+                format!(
+                    "benchmark failed{on_backend}{others} after {} finished benchmark(s), which were kept",
+                    results.len()
+                )
+            })
+        }
     }
 }
 
