@@ -285,9 +285,8 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
             println!("── Backend: {backend} ──\n");
         }
         let runner = BenchmarkRunner::new(backend).with_options(options.clone());
-        if show_progress {
-            println!("Running {} benchmark{}...\n", configs.len(), if configs.len() == 1 { "" } else { "s" });
-        }
+        reporter.announcement =
+            Some(format!("Running {} benchmark{}...", configs.len(), if configs.len() == 1 { "" } else { "s" }));
         let (outcome, handed_back) = runner.run_suite(&model, configs.clone(), reporter).await;
         reporter = handed_back;
         results.extend(outcome.results);

@@ -22,11 +22,14 @@ pub struct ConsoleReporter {
     pub results: Vec<BenchmarkResult>,
     /// The first error met while saving, reported at the end.
     pub save_error: Option<String>,
+    /// A line printed before the next benchmark starts (the guide's "Running 3 benchmarks..."), so it follows
+    /// the availability check and the model load, as in the guide.
+    pub announcement: Option<String>,
 }
 
 impl ConsoleReporter {
     pub fn new(show_progress: bool, json: Option<JsonFile>) -> ConsoleReporter {
-        ConsoleReporter { show_progress, json, results: Vec::new(), save_error: None }
+        ConsoleReporter { show_progress, json, results: Vec::new(), save_error: None, announcement: None }
     }
 
     fn say(&self, text: std::fmt::Arguments<'_>) {
@@ -116,6 +119,9 @@ impl Observer for ConsoleReporter {
     }
 
     fn benchmark_started(&mut self, config: &BenchmarkConfig, _warmup: u32) {
+        if let Some(line) = self.announcement.take() {
+            self.say(format_args!("\n{line}\n"));
+        }
         if self.results.is_empty() {
             self.say(format_args!("\n{RULE}\n"));
         }

@@ -89,7 +89,9 @@ impl Backend for OllamaBackend {
         }
         let version = self.client.version().map_err(server_error)?;
         let show = self.client.show(&name).map_err(server_error)?;
-        let tag = self.client.tags().map_err(server_error)?.into_iter().find(|t| same_model(&name, &t.name));
+        // `/api/tags` and `/api/ps` only add to the record (digest, VRAM use): a server that cannot answer
+        // them (an older version, a proxy that hides them) still gets measured, with those fields null.
+        let tag = self.client.tags().unwrap_or_default().into_iter().find(|t| same_model(&name, &t.name));
 
         let options = ServerRequestOptions {
             num_ctx: params.ctx_size,
@@ -102,7 +104,7 @@ impl Backend for OllamaBackend {
         // An empty prompt only loads the model: its cost is recorded apart, never inside an iteration.
         let preload = json!({ "model": name, "prompt": "", "stream": false, "options": load_options });
         let (loaded, load_wall) = self.client.preload(&preload).map_err(server_error)?;
-        let running = self.client.running().map_err(server_error)?;
+        let running = self.client.running().unwrap_or_default();
         let running = running
             .iter()
             .find(|m| same_model(&name, &m.name) || m.model.as_deref().is_some_and(|n| same_model(&name, n)));

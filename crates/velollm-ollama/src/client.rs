@@ -140,7 +140,8 @@ pub struct GenerateChunk {
 /// A streamed generation as received: every chunk with its arrival time, and the final chunk.
 #[derive(Debug, Clone)]
 pub struct StreamedGeneration {
-    /// (request start → line received, text) for every chunk before the final one.
+    /// (request start → line received, text) for every chunk before the final one (and the final one too
+    /// when it carries text).
     pub chunks: Vec<(Duration, String)>,
     pub last: GenerateChunk,
     /// Request start → final chunk received.
@@ -294,6 +295,10 @@ impl OllamaClient {
                 return Err(OllamaError::InStream(error));
             }
             if chunk.done {
+                // The final chunk normally has no text; if a server puts some there, it still counts.
+                if let Some(text) = chunk.response.as_ref().filter(|t| !t.is_empty()) {
+                    chunks.push((arrived, text.clone()));
+                }
                 return Ok(Some(StreamedGeneration { chunks, last: chunk, total: arrived }));
             }
             chunks.push((arrived, chunk.response.unwrap_or_default()));
