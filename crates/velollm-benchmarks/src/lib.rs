@@ -23,12 +23,20 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
+#[cfg(feature = "hf")]
+pub mod hf;
 mod model;
 mod runner;
 mod suite;
 
-pub use model::{identify_model, known_models, model_dir, resolve_model, KnownModel, DEFAULT_MODEL};
-pub use runner::{available_backends, BenchmarkRunner, NoObserver, Observer, RunOptions, SuiteOutcome};
+pub use model::{
+    default_model_for, identify_model, known_models, model_dir, resolve_model, resolve_model_source, KnownModel,
+    ResolvedModel, DEFAULT_MODEL,
+};
+pub use runner::{
+    available_backends, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, RunOptions, ServerConnection,
+    SuiteOutcome,
+};
 pub use suite::standard_suite;
 pub use velollm_core::{
     BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, FlashAttention, GenerationParams,

@@ -1,5 +1,9 @@
-//! Model references: a path to a GGUF file, or the name of one of the project's models
-//! (`models/manifest.tsv`), resolved and identified from the file itself.
+//! Model references, resolved to a local GGUF file and identified from the file itself:
+//! - a path to a GGUF file;
+//! - the name of one of the project's models (`models/manifest.tsv`);
+//! - an Ollama name (`ollama:llama3.2:3b`, or `llama3.2:3b`: any name with a tag), found in Ollama's model
+//!   store so the in-process engines run the very file Ollama serves (feature `ollama`);
+//! - `hf:ORG/REPO/FILE.gguf[@REVISION]`, from the Hugging Face cache or downloaded (feature `hf`).
 
 use std::fs::File;
 use std::io::Read;
@@ -16,6 +20,18 @@ const MANIFEST: &str = include_str!("../../../models/manifest.tsv");
 
 /// The model benchmarked when none is given.
 pub const DEFAULT_MODEL: &str = "smollm2-135m";
+
+/// The model the `ollama` backend benchmarks when none is given (the benchmarking guide's).
+pub const DEFAULT_OLLAMA_MODEL: &str = "llama3.2:3b";
+
+/// The default model of a backend: a server benchmarks a model it can pull, in-process engines the
+/// project's own small model.
+pub fn default_model_for(backend: &str) -> &'static str {
+    match backend {
+        "ollama" => DEFAULT_OLLAMA_MODEL,
+        _ => DEFAULT_MODEL,
+    }
+}
 
 /// One entry of `models/manifest.tsv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +64,53 @@ pub fn model_dir() -> PathBuf {
     std::env::var_os("VELOLLM_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
 }
 
-/// Resolves a model reference to a file path. Existing paths are taken as they are (the GGUF reader then
-/// says what is wrong with them); names of known models map into [`model_dir`].
+/// A model reference resolved to a local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    pub path: PathBuf,
+    /// Ollama's digest when the file came from Ollama's model store.
+    pub digest: Option<String>,
+}
+
+/// Resolves a model reference to a file path (see [`resolve_model_source`]).
 pub fn resolve_model(reference: &str) -> Result<PathBuf, BenchError> {
+    resolve_model_source(reference, false).map(|resolved| resolved.path)
+}
+
+/// Resolves any model reference (module docs) to a local file. `show_progress` draws a progress bar for a
+/// Hugging Face download.
+pub fn resolve_model_source(reference: &str, show_progress: bool) -> Result<ResolvedModel, BenchError> {
+    let _ = show_progress;
+    if reference.starts_with("hf:") {
+        #[cfg(feature = "hf")]
+        return crate::hf::resolve(reference, show_progress).map(|path| ResolvedModel { path, digest: None });
+        #[cfg(not(feature = "hf"))]
+        return Err(BenchError::Model(format!("{reference}: hf: references need velollm built with the `hf` feature")));
+    }
+    let is_ollama_name = reference.starts_with("ollama:")
+        || (reference.contains(':') && !reference.ends_with(".gguf") && !Path::new(reference).exists());
+    if is_ollama_name {
+        return resolve_ollama_name(reference);
+    }
+    resolve_local(reference).map(|path| ResolvedModel { path, digest: None })
+}
+
+#[cfg(feature = "ollama")]
+fn resolve_ollama_name(reference: &str) -> Result<ResolvedModel, BenchError> {
+    let found = velollm_ollama::resolve_in_store(reference).map_err(|e| BenchError::Model(e.to_string()))?;
+    Ok(ResolvedModel { path: found.path, digest: Some(found.digest) })
+}
+
+#[cfg(not(feature = "ollama"))]
+fn resolve_ollama_name(reference: &str) -> Result<ResolvedModel, BenchError> {
+    Err(BenchError::Model(format!(
+        "{reference} looks like an Ollama model name; resolving it needs velollm built with the `ollama` feature"
+    )))
+}
+
+/// Paths and the project's model names. Existing paths are taken as they are (the GGUF reader then says
+/// what is wrong with them); names of known models map into [`model_dir`].
+fn resolve_local(reference: &str) -> Result<PathBuf, BenchError> {
     let as_path = Path::new(reference);
     if as_path.exists() {
         return Ok(as_path.to_path_buf());
@@ -94,6 +154,7 @@ pub fn identify_model(reference: &str, path: &Path) -> Result<ModelIdentity, Ben
         quantization: Some(gguf.quantization()),
         name: gguf.get_str("general.name").map(str::to_string),
         synthetic,
+        digest: None,
     })
 }
 
@@ -125,7 +186,7 @@ mod tests {
 
     #[test]
     fn unknown_references_say_what_is_known() {
-        let err = resolve_model("llama3.2:3b").unwrap_err().to_string();
+        let err = resolve_model("no-such-model").unwrap_err().to_string();
         assert!(err.contains("smollm2-135m"), "{err}");
         let err = resolve_model("/nonexistent/m.gguf").unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");

@@ -1,15 +1,17 @@
 //! The runner: model load, warm-up, timed iterations, cancellation, and result rows.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use velollm_core::{
     Aggregates, Backend, BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, Environment,
-    GenerationParams, GenerationRequest, IterationMetrics, ModelIdentity, RunParameters, Session, SCHEMA_VERSION,
+    GenerationParams, GenerationRequest, IterationMetrics, ModelIdentity, RunParameters, ServerRecord, Session,
+    SCHEMA_VERSION,
 };
 
-use crate::model::{identify_model, resolve_model};
+use crate::model::{identify_model, resolve_model_source};
 use crate::BenchError;
 
 /// The backends compiled into this build.
@@ -18,18 +20,72 @@ pub fn available_backends() -> Vec<&'static str> {
     if cfg!(feature = "llamacpp") {
         names.push("llamacpp");
     }
+    if cfg!(feature = "ollama") {
+        names.push("ollama");
+    }
     names
 }
 
-fn make_backend(name: &str, engine_logs: bool) -> Result<Box<dyn Backend>, BenchError> {
+fn make_backend(name: &str, options: &RunOptions) -> Result<Box<dyn Backend>, BenchError> {
     match name {
         #[cfg(feature = "llamacpp")]
-        "llamacpp" => Ok(Box::new(velollm_llamacpp::LlamaCppBackend::new(engine_logs))),
+        "llamacpp" => Ok(Box::new(velollm_llamacpp::LlamaCppBackend::new(options.engine_logs))),
+        #[cfg(feature = "ollama")]
+        "ollama" => {
+            let server = &options.server;
+            let url = velollm_ollama::base_url(server.url.as_deref())
+                .map_err(|e| BenchError::Backend(BackendError::Server(e.to_string())))?;
+            let explicit = options.explicit;
+            let engine = &options.engine;
+            Ok(Box::new(velollm_ollama::OllamaBackend::new(velollm_ollama::OllamaSettings {
+                url,
+                timeouts: velollm_ollama::client::Timeouts {
+                    connect: server.connect_timeout,
+                    idle: server.idle_timeout,
+                    load: server.load_timeout,
+                },
+                num_gpu: explicit.n_gpu_layers.then_some(engine.n_gpu_layers),
+                num_thread: explicit.threads.then_some(engine.threads),
+                num_batch: explicit.batch_size.then_some(engine.batch_size),
+            })))
+        }
         _ => {
-            let _ = engine_logs;
+            let _ = options;
             Err(BenchError::UnknownBackend { name: name.to_string(), available: available_backends().join(", ") })
         }
     }
+}
+
+/// How to reach a server backend (Ollama). Ignored by in-process engines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConnection {
+    /// `--ollama-url`; `None` falls back to `OLLAMA_HOST`, then `http://localhost:11434`.
+    pub url: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response (a stalled stream fails instead of hanging).
+    pub idle_timeout: Duration,
+    /// Longest wait for the untimed model load.
+    pub load_timeout: Duration,
+}
+
+impl Default for ServerConnection {
+    fn default() -> Self {
+        ServerConnection {
+            url: None,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
+            load_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Which engine parameters the user set explicitly. A server applies its own defaults to the rest, so only
+/// these are forwarded to it (in-process engines use every parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExplicitEngineParams {
+    pub threads: bool,
+    pub n_gpu_layers: bool,
+    pub batch_size: bool,
 }
 
 /// How a run is carried out. Every field ends up in the results.
@@ -45,6 +101,12 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     /// When the process started, to report the time to the first timed iteration.
     pub process_start: Option<Instant>,
+    /// Server backends: where the server is and how long to wait for it.
+    pub server: ServerConnection,
+    /// Which of `engine`'s parameters the user chose (server backends forward only those).
+    pub explicit: ExplicitEngineParams,
+    /// Draw a progress bar while a model is downloaded.
+    pub download_progress: bool,
 }
 
 impl Default for RunOptions {
@@ -56,6 +118,9 @@ impl Default for RunOptions {
             engine_logs: false,
             cancel: Arc::new(AtomicBool::new(false)),
             process_start: None,
+            server: ServerConnection::default(),
+            explicit: ExplicitEngineParams::default(),
+            download_progress: false,
         }
     }
 }
@@ -63,6 +128,12 @@ impl Default for RunOptions {
 /// Hears about each step of a run. Called between timed regions, never inside one.
 #[allow(unused_variables)]
 pub trait Observer: Send {
+    /// A server backend is about to be checked (before anything else happens).
+    fn server_checking(&mut self, backend: &str) {}
+    /// The server answered, with its version when it says one.
+    fn server_available(&mut self, backend: &str, version: Option<&str>) {}
+    /// The server did not answer (the run's error says why).
+    fn server_unavailable(&mut self, backend: &str) {}
     fn model_identified(&mut self, model: &ModelIdentity) {}
     fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo) {}
     fn benchmark_started(&mut self, config: &BenchmarkConfig, warmup_iterations: u32) {}
@@ -172,12 +243,34 @@ fn run_suite_blocking(
     results: &mut Vec<BenchmarkResult>,
 ) -> Result<(), BenchError> {
     validate(configs)?;
-    let backend = make_backend(backend_name, options.engine_logs)?;
-    let path = resolve_model(model_ref)?;
-    let model = identify_model(model_ref, &path)?;
-    observer.model_identified(&model);
+    let backend = make_backend(backend_name, options)?;
+    // In-process engines get a local file, identified before loading; a server gets the name it knows and
+    // describes the model itself once it has loaded it.
+    let (load_target, file_model) = if backend.needs_local_file() {
+        let resolved = resolve_model_source(model_ref, options.download_progress)?;
+        let mut model = identify_model(model_ref, &resolved.path)?;
+        model.digest = resolved.digest;
+        observer.model_identified(&model);
+        (resolved.path, Some(model))
+    } else {
+        observer.server_checking(backend.name());
+        let version = backend.check_available().inspect_err(|_| observer.server_unavailable(backend.name()))?;
+        observer.server_available(backend.name(), version.as_deref());
+        (PathBuf::from(model_ref), None)
+    };
 
-    let mut session = backend.load(&path, &options.engine)?;
+    let mut session = backend.load(&load_target, &options.engine)?;
+    let model = match file_model {
+        Some(model) => model,
+        None => {
+            let model = session.model_identity().ok_or_else(|| {
+                BenchError::Internal(format!("backend {} did not describe its model", backend.name()))
+            })?;
+            observer.model_identified(&model);
+            model
+        }
+    };
+    let server = session.server_record();
     let load_ms = session.load_ms();
     let engine = session.engine_info();
     observer.model_loaded(load_ms, &engine);
@@ -192,7 +285,8 @@ fn run_suite_blocking(
     }
 
     let environment = velollm_hw::environment(backend.name(), engine.version.clone(), engine.build.clone());
-    let mut run = RunState { session: session.as_mut(), options, environment, model, load_ms, first_timed: None };
+    let mut run =
+        RunState { session: session.as_mut(), options, environment, model, server, load_ms, first_timed: None };
     for config in configs {
         if options.cancel.load(Ordering::Relaxed) {
             return Err(BenchError::Interrupted);
@@ -214,6 +308,7 @@ struct RunState<'s> {
     options: &'s RunOptions,
     environment: Environment,
     model: ModelIdentity,
+    server: Option<ServerRecord>,
     load_ms: f64,
     first_timed: Option<Instant>,
 }
@@ -268,7 +363,7 @@ impl RunState<'_> {
         }
 
         // Decoding the output happens after timing and is informational only.
-        let generated_text = self.session.detokenize(&samples[0].token_ids).ok();
+        let generated_text = self.session.generated_text(&samples[0]);
         let iterations_completed = samples.len() as u32;
         let agg = Aggregates::from_samples(samples, config.max_tokens);
         let startup_ms = match (options.process_start, self.first_timed) {
@@ -293,12 +388,15 @@ impl RunState<'_> {
             startup_to_first_timed_iteration_ms: startup_ms,
             statistics: agg.statistics,
             harness_overhead: agg.harness_overhead,
+            http_overhead: agg.http_overhead,
+            server: self.server.clone(),
             warnings: agg.warnings,
             generated_text,
             samples: agg.records,
             model: self.model.clone(),
             parameters: RunParameters {
-                engine: Some(options.engine.clone()),
+                // A server decides its own engine parameters; what it was sent is in `server.options`.
+                engine: self.server.is_none().then(|| options.engine.clone()),
                 generation: options.generation.clone(),
                 warmup_iterations: options.warmup_iterations,
             },

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use velollm_benchmarks::{
-    standard_suite, BenchError, BenchmarkConfig, BenchmarkRunner, EngineParams, FlashAttention, GenerationParams,
-    RunOptions, DEFAULT_MODEL,
+    default_model_for, standard_suite, BenchError, BenchmarkConfig, BenchmarkRunner, EngineParams,
+    ExplicitEngineParams, FlashAttention, GenerationParams, RunOptions, ServerConnection,
 };
 use velollm_export::{console, ConsoleReporter, JsonFile};
 
@@ -35,15 +35,30 @@ enum Command {
 
 #[derive(Args)]
 struct BenchmarkArgs {
-    /// Model: a GGUF file path or a known model name (see models/manifest.tsv).
-    #[arg(short, long, default_value = DEFAULT_MODEL)]
-    model: String,
+    /// Model: a GGUF file, a known model name (models/manifest.tsv), an Ollama name (llama3.2:3b or
+    /// ollama:NAME; in-process backends read it from Ollama's model store) or hf:ORG/REPO/FILE.gguf[@REV].
+    /// Default: llama3.2:3b when the ollama backend is used, else smollm2-135m.
+    #[arg(short, long)]
+    model: Option<String>,
     /// Save results as JSON (the guide's schema, extended); rewritten after each finished benchmark.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Backend: llamacpp (in-process llama.cpp).
+    /// Backend: llamacpp (in-process llama.cpp) or ollama (a running Ollama server); a comma list
+    /// (llamacpp,ollama) runs each in turn on the same model and compares them.
     #[arg(short, long, default_value = "llamacpp")]
     backend: String,
+    /// Ollama's address (default: OLLAMA_HOST, else http://localhost:11434).
+    #[arg(long)]
+    ollama_url: Option<String>,
+    /// Seconds to wait for a connection to Ollama.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    ollama_connect_timeout: u64,
+    /// Seconds to wait for the next bytes of an Ollama response before giving up.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    ollama_idle_timeout: u64,
+    /// Seconds to wait for Ollama to load the model (untimed).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    ollama_load_timeout: u64,
     /// Timed iterations per benchmark (default: the suite's own, 5/3/3; 5 for --prompt).
     #[arg(long)]
     iterations: Option<u32>,
@@ -65,15 +80,15 @@ struct BenchmarkArgs {
     /// Engine threads (default: physical core count).
     #[arg(short, long)]
     threads: Option<u32>,
-    /// Layers to offload to the GPU (0 = CPU only; default all).
-    #[arg(long, default_value_t = 999)]
-    n_gpu_layers: u32,
+    /// Layers to offload to the GPU (0 = CPU only; default all; Ollama: sent as num_gpu only when given).
+    #[arg(long)]
+    n_gpu_layers: Option<u32>,
     /// Context size in tokens.
     #[arg(long, default_value_t = 2048)]
     ctx_size: u32,
-    /// Logical batch size for prompt evaluation.
-    #[arg(long, default_value_t = 2048)]
-    batch_size: u32,
+    /// Logical batch size for prompt evaluation (default 2048; Ollama: sent as num_batch only when given).
+    #[arg(long)]
+    batch_size: Option<u32>,
     /// Physical batch size.
     #[arg(long, default_value_t = 512)]
     ubatch_size: u32,
@@ -89,16 +104,44 @@ struct BenchmarkArgs {
 }
 
 impl BenchmarkArgs {
-    fn benchmarks(&self) -> Vec<BenchmarkConfig> {
+    /// The backends to run, in order (`-b a,b`).
+    fn backends(&self) -> anyhow::Result<Vec<String>> {
+        let names: Vec<String> = self.backend.split(',').map(|b| b.trim().to_string()).collect();
+        if names.iter().any(String::is_empty) {
+            anyhow::bail!(
+                "invalid --backend '{}': expected a name or a comma list such as llamacpp,ollama",
+                self.backend
+            );
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != names.len() {
+            anyhow::bail!("--backend '{}' names a backend twice", self.backend);
+        }
+        Ok(names)
+    }
+
+    /// The model: `-m`, else the default of the backends (Ollama's when it is among them, so a comparison
+    /// runs the same model on every backend).
+    fn model(&self, backends: &[String]) -> String {
+        match &self.model {
+            Some(model) => model.clone(),
+            None if backends.iter().any(|b| b == "ollama") => default_model_for("ollama").to_string(),
+            None => default_model_for(backends.first().map_or("", String::as_str)).to_string(),
+        }
+    }
+
+    fn benchmarks(&self, model: &str) -> Vec<BenchmarkConfig> {
         match &self.prompt {
             Some(prompt) => vec![BenchmarkConfig {
                 name: "custom".into(),
-                model: self.model.clone(),
+                model: model.to_string(),
                 prompt: prompt.clone(),
                 max_tokens: self.max_tokens.unwrap_or(100),
                 iterations: self.iterations.unwrap_or(5),
             }],
-            None => standard_suite(&self.model)
+            None => standard_suite(model)
                 .into_iter()
                 .map(|mut config| {
                     config.max_tokens = self.max_tokens.unwrap_or(config.max_tokens);
@@ -111,14 +154,32 @@ impl BenchmarkArgs {
 
     fn engine_params(&self) -> EngineParams {
         let threads = self.threads.unwrap_or_else(velollm_hw::default_threads);
+        let defaults = EngineParams::with_threads(threads);
         EngineParams {
-            n_gpu_layers: self.n_gpu_layers,
+            n_gpu_layers: self.n_gpu_layers.unwrap_or(defaults.n_gpu_layers),
             ctx_size: self.ctx_size,
-            batch_size: self.batch_size,
+            batch_size: self.batch_size.unwrap_or(defaults.batch_size),
             ubatch_size: self.ubatch_size,
             flash_attn: self.flash_attn,
             use_mmap: !self.no_mmap,
-            ..EngineParams::with_threads(threads)
+            ..defaults
+        }
+    }
+
+    fn explicit(&self) -> ExplicitEngineParams {
+        ExplicitEngineParams {
+            threads: self.threads.is_some(),
+            n_gpu_layers: self.n_gpu_layers.is_some(),
+            batch_size: self.batch_size.is_some(),
+        }
+    }
+
+    fn server(&self) -> ServerConnection {
+        ServerConnection {
+            url: self.ollama_url.clone(),
+            connect_timeout: Duration::from_secs(self.ollama_connect_timeout),
+            idle_timeout: Duration::from_secs(self.ollama_idle_timeout),
+            load_timeout: Duration::from_secs(self.ollama_load_timeout),
         }
     }
 }
@@ -161,7 +222,9 @@ fn init_logging(verbose: u8) {
 async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> anyhow::Result<ExitCode> {
     // Checked before anything slow: an unwritable output path must not cost a whole run.
     let json = args.output.as_deref().map(JsonFile::prepare).transpose()?;
-    let configs = args.benchmarks();
+    let backends = args.backends()?;
+    let model = args.model(&backends);
+    let configs = args.benchmarks(&model);
     let engine = args.engine_params();
     let cancel = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(Arc::clone(&cancel));
@@ -173,40 +236,84 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
         engine_logs: verbose > 0,
         cancel: Arc::clone(&cancel),
         process_start: Some(process_start),
+        server: args.server(),
+        explicit: args.explicit(),
+        download_progress: !args.quiet,
     };
     let show_progress = !args.quiet;
     if show_progress {
-        let settings = format!(
-            "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · warm-up {} · greedy, seed {}",
-            engine.threads,
-            engine.ctx_size,
-            engine.batch_size,
-            engine.ubatch_size,
-            engine.n_gpu_layers,
-            engine.flash_attn,
-            args.warmup,
-            args.seed
-        );
-        println!("{}", console::header(&args.backend, &args.model, &settings));
+        let settings = if backends.iter().all(|b| b == "ollama") {
+            let sent = |value: u32, given: bool| if given { value.to_string() } else { "server default".to_string() };
+            let explicit = args.explicit();
+            format!(
+                "num_ctx {} · num_gpu {} · num_thread {} · num_batch {} · warm-up {} · temperature 0, seed {}",
+                engine.ctx_size,
+                sent(engine.n_gpu_layers, explicit.n_gpu_layers),
+                sent(engine.threads, explicit.threads),
+                sent(engine.batch_size, explicit.batch_size),
+                args.warmup,
+                args.seed
+            )
+        } else {
+            format!(
+                "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · warm-up {} · greedy, seed {}",
+                engine.threads,
+                engine.ctx_size,
+                engine.batch_size,
+                engine.ubatch_size,
+                engine.n_gpu_layers,
+                engine.flash_attn,
+                args.warmup,
+                args.seed
+            )
+        };
+        println!("{}", console::header(&backends.join(", "), &model, &settings));
+        if backends.len() > 1 && backends.iter().any(|b| b == "ollama") {
+            println!(
+                "Ollama is sent num_ctx always; num_gpu, num_thread and num_batch only when given on the command line.\n"
+            );
+        }
     }
-    let reporter = ConsoleReporter::new(show_progress, json.clone());
-    let runner = BenchmarkRunner::new(&args.backend).with_options(options);
-    if show_progress {
-        println!("Running {} benchmark{}...\n", configs.len(), if configs.len() == 1 { "" } else { "s" });
+    let mut reporter = ConsoleReporter::new(show_progress, json.clone());
+    let mut results = Vec::new();
+    // The first failure, with its backend; in a comparison the other backends still run (their rows are
+    // worth having), unless the user interrupted.
+    let mut failure: Option<(String, BenchError)> = None;
+    let mut failed_backends = 0;
+    for backend in &backends {
+        if show_progress && backends.len() > 1 {
+            println!("── Backend: {backend} ──\n");
+        }
+        let runner = BenchmarkRunner::new(backend).with_options(options.clone());
+        reporter.announcement =
+            Some(format!("Running {} benchmark{}...", configs.len(), if configs.len() == 1 { "" } else { "s" }));
+        let (outcome, handed_back) = runner.run_suite(&model, configs.clone(), reporter).await;
+        reporter = handed_back;
+        results.extend(outcome.results);
+        if let Some(error) = outcome.error {
+            let interrupted = matches!(error, BenchError::Interrupted);
+            failed_backends += 1;
+            failure.get_or_insert((backend.clone(), error));
+            if interrupted {
+                break;
+            }
+        }
     }
-    let (outcome, reporter) = runner.run_suite(&args.model, configs, reporter).await;
     if let Some(save_error) = &reporter.save_error {
         anyhow::bail!("{save_error}");
     }
-    let interrupted = matches!(outcome.error, Some(BenchError::Interrupted));
-    if !outcome.results.is_empty() {
+    let interrupted = matches!(failure, Some((_, BenchError::Interrupted)));
+    if !results.is_empty() {
         let saved_to = json.as_ref().map(|j| j.path().display().to_string());
-        print!("{}", console::summary(&outcome.results, saved_to.as_deref()));
+        print!("{}", console::summary(&results, saved_to.as_deref()));
+        if let Some(table) = console::comparison(&results) {
+            print!("{table}");
+        }
     }
-    match outcome.error {
+    match failure {
         None => Ok(ExitCode::SUCCESS),
         Some(_) if interrupted => {
-            let kept = outcome.results.len();
+            let kept = results.len();
             eprintln!(
                 "interrupted: {kept} benchmark{} kept{}",
                 if kept == 1 { "" } else { "s" },
@@ -214,11 +321,21 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
             );
             Ok(ExitCode::from(EXIT_INTERRUPTED))
         }
-        Some(error) => Err(anyhow::Error::new(error)).context(if outcome.results.is_empty() {
-            "benchmark failed".to_string()
-        } else {
-            format!("benchmark failed after {} finished benchmark(s), which were kept", outcome.results.len())
-        }),
+        Some((backend, error)) => {
+            let on_backend = if backends.len() > 1 { format!(" on {backend}") } else { String::new() };
+            let others = match failed_backends {
+                0 | 1 => String::new(),
+                n => format!(" ({} other backend{} failed too)", n - 1, if n == 2 { "" } else { "s" }),
+            };
+            Err(anyhow::Error::new(error)).context(if results.is_empty() {
+                format!("benchmark failed{on_backend}{others}")
+            } else {
+                format!(
+                    "benchmark failed{on_backend}{others} after {} finished benchmark(s), which were kept",
+                    results.len()
+                )
+            })
+        }
     }
 }
 

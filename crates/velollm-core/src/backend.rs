@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::{EngineParams, RawSample};
+use crate::{EngineParams, ModelIdentity, RawSample, ServerRecord};
 
 /// Why a backend could not do what was asked. Messages are one line and say what to do next.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,9 @@ pub enum BackendError {
     Generation(String),
     #[error("interrupted")]
     Cancelled,
+    /// A server backend's own one-line message (it names the server and what to do next).
+    #[error("{0}")]
+    Server(String),
 }
 
 /// What engine measured, for the environment record.
@@ -48,6 +51,19 @@ pub struct GenerationRequest {
 pub trait Backend: Send + Sync {
     /// The name users select it by (`-b NAME`).
     fn name(&self) -> &'static str;
+
+    /// Whether `load` takes a local model file (in-process engines: the runner resolves and identifies the
+    /// file first) or a name the backend's server knows (server backends: `model` is that name, and the
+    /// session describes the model through [`Session::model_identity`]).
+    fn needs_local_file(&self) -> bool {
+        true
+    }
+
+    /// For server backends: checks that the server answers, before anything else happens, and returns
+    /// its version. In-process engines have nothing to check.
+    fn check_available(&self) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
 
     /// Loads `model` with `params`. The load is timed by the backend (file to ready context) and reported
     /// by [`Session::load_ms`], never as part of an iteration.
@@ -74,4 +90,23 @@ pub trait Session: Send {
 
     /// Decodes token ids to text (outside any timed region).
     fn detokenize(&mut self, token_ids: &[u32]) -> Result<String, BackendError>;
+
+    /// The text a sample generated (outside any timed region). Server samples carry their text.
+    fn generated_text(&mut self, sample: &RawSample) -> Option<String> {
+        match &sample.server {
+            Some(server) => Some(server.chunks.iter().map(|c| c.text.as_str()).collect()),
+            None => self.detokenize(&sample.token_ids).ok(),
+        }
+    }
+
+    /// Server backends: the model as the server describes it (in-process engines are described from the
+    /// file by the runner, and return `None`).
+    fn model_identity(&self) -> Option<ModelIdentity> {
+        None
+    }
+
+    /// Server backends: how the server was reached and what it reported at load.
+    fn server_record(&self) -> Option<ServerRecord> {
+        None
+    }
 }

@@ -15,11 +15,11 @@ mod sample;
 mod stats;
 
 pub use backend::{Backend, BackendError, EngineInfo, GenerationRequest, Session};
-pub use metrics::{percentile, IterationMetrics, LatencyPercentiles};
+pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{EngineParams, FlashAttention, GenerationParams};
 pub use result::{
-    Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, IterationRecord,
-    Measured, ModelIdentity, RunParameters, SCHEMA_VERSION,
+    Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
+    IterationRecord, Measured, ModelIdentity, RunParameters, ServerRecord, ServerRequestOptions, SCHEMA_VERSION,
 };
-pub use sample::{EngineCounters, RawSample, StopReason};
+pub use sample::{ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
 pub use stats::{student_t_975, Summary};

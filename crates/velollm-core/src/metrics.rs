@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{RawSample, StopReason};
+use crate::{RawSample, ServerSample, StopReason};
 
 const NS_PER_MS: f64 = 1e6;
 
@@ -63,11 +63,38 @@ pub struct IterationMetrics {
     /// Gaps between consecutive tokens; absent with fewer than two tokens.
     pub inter_token_latency_ms: Option<LatencyPercentiles>,
     pub stop_reason: StopReason,
+    /// Over HTTP: the client's own figures beside the server's (absent in-process).
+    #[serde(default)]
+    pub http: Option<HttpMetrics>,
+}
+
+/// The client's clock against the server's for one HTTP request (docs/ollama.md states every formula).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpMetrics {
+    /// First chunk with text → last chunk with text, on the client.
+    pub client_eval_ms: f64,
+    /// `(eval_count − 1) / client_eval_ms`: the decode rate as the client saw it arrive.
+    pub client_tokens_per_second: Option<f64>,
+    /// Request start → final chunk received, on the client.
+    pub client_total_ms: f64,
+    /// The server's `total_duration` (includes its `load_duration`).
+    pub server_total_ms: Option<f64>,
+    /// The server's `load_duration` for this request (queueing and any reload).
+    pub server_load_ms: Option<f64>,
+    /// `client_total_ms − server_total_ms`: what HTTP, JSON and the client add to the request.
+    pub http_overhead_ms: Option<f64>,
+    /// Chunks received before the final one.
+    pub chunk_count: u64,
+    /// Gaps between consecutive chunks with text (chunks, not tokens).
+    pub inter_chunk_latency_ms: Option<LatencyPercentiles>,
 }
 
 impl IterationMetrics {
     /// Derives the metrics of one sample. `None` if the sample holds no generated token (nothing to time).
     pub fn from_sample(sample: &RawSample) -> Option<IterationMetrics> {
+        if let Some(server) = &sample.server {
+            return Self::from_server_sample(sample, server);
+        }
         let first = *sample.token_times_ns.first()?;
         let last = *sample.token_times_ns.last()?;
         let eval_count = sample.token_times_ns.len() as u64;
@@ -85,6 +112,51 @@ impl IterationMetrics {
             total_ms: last as f64 / NS_PER_MS,
             inter_token_latency_ms: LatencyPercentiles::of(&gaps),
             stop_reason: sample.stop_reason,
+            http: None,
+        })
+    }
+
+    /// Over HTTP the server counts tokens and times its own work; the client times arrivals. Headline
+    /// decode rate = server `eval_count / eval_duration` (Ollama's "eval rate"); TTFT and total are the
+    /// client's (first and last chunk with text). `None` when no chunk carried text.
+    fn from_server_sample(sample: &RawSample, server: &ServerSample) -> Option<IterationMetrics> {
+        let text_times: Vec<u64> = server.chunks.iter().filter(|c| !c.text.is_empty()).map(|c| c.time_ns).collect();
+        let first = *text_times.first()?;
+        let last = *text_times.last()?;
+        let ms = |ns: u64| ns as f64 / NS_PER_MS;
+        let eval_count = server.eval_count.unwrap_or(0);
+        let prompt_eval_count = server.prompt_eval_count.unwrap_or(0);
+        let eval_ms = server.eval_duration_ns.map_or(0.0, ms);
+        let prompt_eval_ms = server.prompt_eval_duration_ns.map_or(0.0, ms);
+        let client_eval_ms = ms(last - first);
+        let client_total_ms = ms(server.client_total_ns);
+        let server_total_ms = server.total_duration_ns.map(ms);
+        Some(IterationMetrics {
+            ttft_ms: ms(first),
+            prompt_eval_count,
+            prompt_eval_ms,
+            prompt_tokens_per_second: rate(prompt_eval_count as f64, prompt_eval_ms),
+            eval_count,
+            eval_ms,
+            tokens_per_second: rate(eval_count as f64, eval_ms).filter(|_| eval_count > 0),
+            total_ms: ms(last),
+            // Chunks are not tokens: no per-token latencies exist over HTTP (see `http`).
+            inter_token_latency_ms: None,
+            stop_reason: sample.stop_reason,
+            http: Some(HttpMetrics {
+                client_eval_ms,
+                client_tokens_per_second: if eval_count >= 2 {
+                    rate((eval_count - 1) as f64, client_eval_ms)
+                } else {
+                    None
+                },
+                client_total_ms,
+                server_total_ms,
+                server_load_ms: server.load_duration_ns.map(ms),
+                http_overhead_ms: server_total_ms.map(|s| client_total_ms - s),
+                chunk_count: server.chunks.len() as u64,
+                inter_chunk_latency_ms: LatencyPercentiles::of(&inter_token_gaps_ms(&text_times)),
+            }),
         })
     }
 }
@@ -102,6 +174,7 @@ fn rate(count: f64, ms: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ChunkArrival;
 
     fn sample(token_times_ns: Vec<u64>) -> RawSample {
         RawSample {
@@ -113,7 +186,65 @@ mod tests {
             stop_reason: StopReason::Length,
             eog_tokens: 0,
             engine_counters: None,
+            server: None,
         }
+    }
+
+    fn server_sample(chunks: &[(u64, &str)], eval_count: Option<u64>) -> RawSample {
+        RawSample {
+            prompt_tokens: 12,
+            tokenize_ns: 0,
+            prompt_eval_ns: 6_000_000,
+            token_times_ns: vec![],
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![],
+            engine_counters: None,
+            server: Some(ServerSample {
+                prompt: "(1) p".into(),
+                prompt_eval_count: Some(12),
+                prompt_eval_duration_ns: Some(6_000_000),
+                eval_count,
+                eval_duration_ns: Some(50_000_000),
+                total_duration_ns: Some(70_000_000),
+                load_duration_ns: None,
+                done_reason: Some("length".into()),
+                chunks: chunks
+                    .iter()
+                    .map(|&(ms, t)| ChunkArrival { time_ns: ms * 1_000_000, text: t.into() })
+                    .collect(),
+                client_total_ns: 75_000_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn server_samples_use_server_counts_and_client_arrivals() {
+        // An empty first chunk does not count as the first token; the last chunk holds two tokens.
+        let raw = server_sample(&[(10, ""), (20, "a"), (40, "b"), (60, "c d")], Some(5));
+        let m = IterationMetrics::from_sample(&raw).unwrap();
+        assert_eq!(m.ttft_ms, 20.0);
+        assert_eq!(m.total_ms, 60.0);
+        assert_eq!(m.eval_count, 5);
+        assert_eq!(m.eval_ms, 50.0);
+        assert_eq!(m.tokens_per_second, Some(100.0), "server eval_count / eval_duration");
+        assert_eq!(m.prompt_tokens_per_second, Some(2000.0));
+        assert_eq!(m.inter_token_latency_ms, None, "chunks are not tokens");
+        let http = m.http.unwrap();
+        assert_eq!(http.client_eval_ms, 40.0);
+        assert_eq!(http.client_tokens_per_second, Some(100.0));
+        assert_eq!(http.http_overhead_ms, Some(5.0));
+        assert_eq!(http.chunk_count, 4);
+        assert_eq!(http.inter_chunk_latency_ms.unwrap().max, 20.0);
+    }
+
+    #[test]
+    fn server_fields_omitted_as_zero_are_absent_rates() {
+        let raw = server_sample(&[(20, "a")], None);
+        let m = IterationMetrics::from_sample(&raw).unwrap();
+        assert_eq!(m.eval_count, 0);
+        assert_eq!(m.tokens_per_second, None);
+        assert!(IterationMetrics::from_sample(&server_sample(&[(5, "")], Some(1))).is_none());
     }
 
     #[test]

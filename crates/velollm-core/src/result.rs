@@ -64,6 +64,40 @@ pub struct ModelIdentity {
     pub name: Option<String>,
     /// True for files with random weights written to mimic a real architecture's shapes.
     pub synthetic: bool,
+    /// Ollama's digest of the model (its manifest's sha256, as `/api/tags` lists it), when the model came
+    /// from Ollama's server or store: the same digest on both backends means the same model.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// Options sent to a server with every request. Load-time options the user did not set are not sent, so
+/// the server's own defaults apply (and are `None` here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRequestOptions {
+    /// Always sent: newer Ollama versions otherwise pick a context length from the free VRAM.
+    pub num_ctx: u32,
+    pub temperature: f64,
+    pub num_gpu: Option<u32>,
+    pub num_thread: Option<u32>,
+    pub num_batch: Option<u32>,
+}
+
+/// How a server backend was reached and what it reported about the loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerRecord {
+    pub url: String,
+    /// The server's own version (`/api/version`).
+    pub version: Option<String>,
+    pub options: ServerRequestOptions,
+    /// Client wall clock of the untimed preload request (empty prompt).
+    pub load_client_ms: f64,
+    /// The server's `load_duration` for that request (includes its queueing).
+    pub load_server_ms: Option<f64>,
+    /// From `/api/ps` after the preload: bytes the loaded model takes, and how many of them sit in VRAM.
+    pub size_bytes: Option<u64>,
+    pub size_vram_bytes: Option<u64>,
+    /// The context length the server allocated (`/api/ps`, newer versions).
+    pub context_length: Option<u64>,
 }
 
 /// Every parameter a run used.
@@ -109,6 +143,21 @@ pub struct HarnessOverhead {
     pub prompt_eval_ms_engine: f64,
     pub prompt_eval_ratio: Option<f64>,
     pub prompt_eval_overhead_percent: Option<f64>,
+}
+
+/// The client's clock against the server's over all timed iterations of an HTTP benchmark.
+///
+/// `overhead_ms = client_total_ms − server_total_ms` (sums over iterations); `overhead_percent =
+/// overhead_ms / server_total_ms · 100`; `client_tokens_per_second` is the mean of the per-iteration
+/// client-side decode rates, beside the headline server rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HttpOverhead {
+    pub client_total_ms: f64,
+    pub server_total_ms: f64,
+    pub overhead_ms: f64,
+    pub overhead_ms_per_request: f64,
+    pub overhead_percent: Option<f64>,
+    pub client_tokens_per_second: Option<f64>,
 }
 
 /// Spread statistics of a benchmark's timed iterations. A metric that no iteration measured is absent.
@@ -165,6 +214,12 @@ pub struct BenchmarkResult {
     pub startup_to_first_timed_iteration_ms: Option<f64>,
     pub statistics: BenchmarkStatistics,
     pub harness_overhead: Option<HarnessOverhead>,
+    /// Over HTTP: the client's clock against the server's durations.
+    #[serde(default)]
+    pub http_overhead: Option<HttpOverhead>,
+    /// Server backends: how the server was reached, what it was sent, what it loaded.
+    #[serde(default)]
+    pub server: Option<ServerRecord>,
     /// Things that make a number less trustworthy (early stops, high spread), in words.
     pub warnings: Vec<String>,
     /// Text of the first timed iteration (decoded after timing).
@@ -187,6 +242,7 @@ pub struct Aggregates {
     pub prompt_tokens_per_second: Option<f64>,
     pub statistics: BenchmarkStatistics,
     pub harness_overhead: Option<HarnessOverhead>,
+    pub http_overhead: Option<HttpOverhead>,
     pub records: Vec<IterationRecord>,
     pub warnings: Vec<String>,
 }
@@ -232,7 +288,7 @@ impl Aggregates {
             records.iter().filter(|r| r.metrics.eval_count < u64::from(max_tokens)).map(|r| r.iteration).collect();
         if !short.is_empty() {
             warnings.push(format!(
-                "iterations {short:?} stopped before {max_tokens} tokens (end of sequence); their rates cover fewer tokens"
+                "iterations {short:?} stopped before {max_tokens} tokens (end of sequence or the server's stop); their rates cover fewer tokens"
             ));
         }
         if let Some(cv) = statistics.tokens_per_second.as_ref().and_then(Summary::relative_stddev) {
@@ -254,10 +310,31 @@ impl Aggregates {
             prompt_tokens_per_second: statistics.prompt_tokens_per_second.map(|s| s.mean),
             statistics,
             harness_overhead: harness_overhead(&records),
+            http_overhead: http_overhead(&records),
             records,
             warnings,
         }
     }
+}
+
+fn http_overhead(records: &[IterationRecord]) -> Option<HttpOverhead> {
+    let http: Vec<&crate::HttpMetrics> = records.iter().filter_map(|r| r.metrics.http.as_ref()).collect();
+    // Only when every iteration has both clocks: a partial sum would compare different sets of requests.
+    if http.is_empty() || http.len() != records.len() || http.iter().any(|h| h.server_total_ms.is_none()) {
+        return None;
+    }
+    let client_total_ms: f64 = http.iter().map(|h| h.client_total_ms).sum();
+    let server_total_ms: f64 = http.iter().filter_map(|h| h.server_total_ms).sum();
+    let overhead_ms = client_total_ms - server_total_ms;
+    let client_rates: Vec<f64> = http.iter().filter_map(|h| h.client_tokens_per_second).collect();
+    Some(HttpOverhead {
+        client_total_ms,
+        server_total_ms,
+        overhead_ms,
+        overhead_ms_per_request: overhead_ms / http.len() as f64,
+        overhead_percent: (server_total_ms > 0.0).then(|| overhead_ms / server_total_ms * 100.0),
+        client_tokens_per_second: Summary::of(&client_rates).map(|s| s.mean),
+    })
 }
 
 fn harness_overhead(records: &[IterationRecord]) -> Option<HarnessOverhead> {
@@ -304,6 +381,7 @@ mod tests {
                 eval_count: tokens as u64 - 1,
                 eval_ms: engine_eval_ms,
             }),
+            server: None,
         }
     }
 
@@ -325,6 +403,51 @@ mod tests {
         assert_eq!(overhead.prompt_eval_ratio, Some(1.0));
         // 100 vs 50 tok/s is a 47 % coefficient of variation: warned about.
         assert!(agg.warnings.iter().any(|w| w.contains("varies")));
+    }
+
+    fn http_sample(client_total_ms: u64, server_total_ms: Option<u64>) -> RawSample {
+        RawSample {
+            prompt_tokens: 4,
+            tokenize_ns: 0,
+            prompt_eval_ns: 2_000_000,
+            token_times_ns: vec![],
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![],
+            engine_counters: None,
+            server: Some(crate::ServerSample {
+                prompt: "[1] p".into(),
+                prompt_eval_count: Some(4),
+                prompt_eval_duration_ns: Some(2_000_000),
+                eval_count: Some(3),
+                eval_duration_ns: Some(30_000_000),
+                total_duration_ns: server_total_ms.map(|ms| ms * 1_000_000),
+                load_duration_ns: None,
+                done_reason: Some("length".into()),
+                chunks: [10u64, 20, 30]
+                    .iter()
+                    .map(|&ms| crate::ChunkArrival { time_ns: ms * 1_000_000, text: "x".into() })
+                    .collect(),
+                client_total_ns: client_total_ms * 1_000_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn http_overhead_compares_the_client_clock_with_the_server_total() {
+        let agg = Aggregates::from_samples(vec![http_sample(50, Some(40)), http_sample(70, Some(40))], 3);
+        let http = agg.http_overhead.unwrap();
+        assert_eq!((http.client_total_ms, http.server_total_ms, http.overhead_ms), (120.0, 80.0, 40.0));
+        assert_eq!(http.overhead_ms_per_request, 20.0);
+        assert_eq!(http.overhead_percent, Some(50.0));
+        // Client rate: (3 − 1) tokens over 20 ms between the first and last text chunk.
+        assert_eq!(http.client_tokens_per_second, Some(100.0));
+        assert_eq!(agg.tokens_per_second, Some(100.0), "server: 3 tokens in 30 ms");
+        assert!(agg.harness_overhead.is_none());
+        assert!(agg.statistics.inter_token_latency_ms.is_none(), "chunks are not tokens");
+        // One iteration without the server's total: no overhead figure rather than a partial one.
+        let agg = Aggregates::from_samples(vec![http_sample(50, Some(40)), http_sample(70, None)], 3);
+        assert!(agg.http_overhead.is_none());
     }
 
     #[test]

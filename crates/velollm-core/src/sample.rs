@@ -22,6 +22,36 @@ pub struct EngineCounters {
     pub eval_ms: f64,
 }
 
+/// One streamed chunk of a server's response: when it arrived and what it held. Chunks are not tokens (one
+/// chunk can carry several), so they are never counted as tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkArrival {
+    /// Request start → the chunk's line fully received by the client.
+    pub time_ns: u64,
+    pub text: String,
+}
+
+/// What a server backend (Ollama) reported for one request, beside the client's own clock.
+///
+/// The server's metrics are optional because Ollama omits every field that is zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSample {
+    /// The exact prompt sent (the benchmark's prompt behind a per-request prefix that defeats prefix caching).
+    pub prompt: String,
+    pub prompt_eval_count: Option<u64>,
+    pub prompt_eval_duration_ns: Option<u64>,
+    pub eval_count: Option<u64>,
+    pub eval_duration_ns: Option<u64>,
+    pub total_duration_ns: Option<u64>,
+    pub load_duration_ns: Option<u64>,
+    /// The server's reason for stopping (`length`, `stop`, …).
+    pub done_reason: Option<String>,
+    /// Every chunk received before the final one, in order, with its arrival time.
+    pub chunks: Vec<ChunkArrival>,
+    /// Request start → the final (`done`) chunk received: the client's whole request.
+    pub client_total_ns: u64,
+}
+
 /// One request as measured. All times are nanoseconds since the request started (monotonic clock).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawSample {
@@ -40,4 +70,8 @@ pub struct RawSample {
     pub token_ids: Vec<u32>,
     /// The engine's own counters for this request, when it has them.
     pub engine_counters: Option<EngineCounters>,
+    /// Present for server backends: the server's own durations and the chunk arrival times. Such samples
+    /// have no per-token timestamps (`token_times_ns` is empty) because the client never sees tokens.
+    #[serde(default)]
+    pub server: Option<ServerSample>,
 }

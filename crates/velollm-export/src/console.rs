@@ -22,11 +22,14 @@ pub struct ConsoleReporter {
     pub results: Vec<BenchmarkResult>,
     /// The first error met while saving, reported at the end.
     pub save_error: Option<String>,
+    /// A line printed before the next benchmark starts (the guide's "Running 3 benchmarks..."), so it follows
+    /// the availability check and the model load, as in the guide.
+    pub announcement: Option<String>,
 }
 
 impl ConsoleReporter {
     pub fn new(show_progress: bool, json: Option<JsonFile>) -> ConsoleReporter {
-        ConsoleReporter { show_progress, json, results: Vec::new(), save_error: None }
+        ConsoleReporter { show_progress, json, results: Vec::new(), save_error: None, announcement: None }
     }
 
     fn say(&self, text: std::fmt::Arguments<'_>) {
@@ -54,9 +57,14 @@ fn describe_model(model: &ModelIdentity) -> String {
     if let Some(q) = &model.quantization {
         parts.push(q.clone());
     }
-    parts.push(format!("{:.1} MB", model.bytes as f64 / 1e6));
+    if model.bytes > 0 {
+        parts.push(format!("{:.1} MB", model.bytes as f64 / 1e6));
+    }
     if model.synthetic {
         parts.push("SYNTHETIC weights".into());
+    }
+    if let Some(digest) = &model.digest {
+        parts.push(format!("Ollama digest {}", short_digest(digest)));
     }
     parts.join(", ")
 }
@@ -71,7 +79,36 @@ fn mean_pm(summary: Option<&Summary>, unit: &str) -> String {
     }
 }
 
+/// The first 12 hex digits, as `ollama list` shows digests.
+fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// How the guide names a backend in prose.
+fn display_name(backend: &str) -> &str {
+    match backend {
+        "ollama" => "Ollama",
+        other => other,
+    }
+}
+
 impl Observer for ConsoleReporter {
+    fn server_checking(&mut self, backend: &str) {
+        self.say(format_args!("Checking {} availability... ", display_name(backend)));
+    }
+
+    fn server_available(&mut self, _backend: &str, version: Option<&str>) {
+        match version {
+            Some(version) => self.say(format_args!("✓ (version {version})\n\n")),
+            None => self.say(format_args!("✓\n\n")),
+        }
+    }
+
+    fn server_unavailable(&mut self, _backend: &str) {
+        self.say(format_args!("✗\n"));
+    }
+
     fn model_identified(&mut self, model: &ModelIdentity) {
         self.say(format_args!("File: {} ({})\n\nLoading model... ", model.path, describe_model(model)));
     }
@@ -82,6 +119,9 @@ impl Observer for ConsoleReporter {
     }
 
     fn benchmark_started(&mut self, config: &BenchmarkConfig, _warmup: u32) {
+        if let Some(line) = self.announcement.take() {
+            self.say(format_args!("\n{line}\n"));
+        }
         if self.results.is_empty() {
             self.say(format_args!("\n{RULE}\n"));
         }
@@ -129,9 +169,11 @@ impl Observer for ConsoleReporter {
 /// The guide's summary block for finished results.
 pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
     let mut out = format!("\n{RULE}\n\n📊 Benchmark Summary\n");
+    let several_backends = results.iter().any(|r| r.backend != results[0].backend);
     for r in results {
         let s = &r.statistics;
-        out.push_str(&format!("\n{}:{}\n", r.config.name, if r.complete { "" } else { " (interrupted)" }));
+        let backend = if several_backends { format!(" [{}]", r.backend) } else { String::new() };
+        out.push_str(&format!("\n{}{backend}:{}\n", r.config.name, if r.complete { "" } else { " (interrupted)" }));
         out.push_str(&format!("  Tokens/s: {}", mean_pm(s.tokens_per_second.as_ref(), "")));
         if let Some(Summary { ci95_low: Some(lo), ci95_high: Some(hi), median, .. }) = s.tokens_per_second {
             out.push_str(&format!(" (median {median:.1}, 95% CI {lo:.1}–{hi:.1})"));
@@ -145,6 +187,16 @@ pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
             out.push_str(&format!(
                 "  Inter-token latency: p50 {:.1}ms, p90 {:.1}ms, p99 {:.1}ms, max {:.1}ms\n",
                 itl.p50, itl.p90, itl.p99, itl.max
+            ));
+        }
+        if let Some(http) = r.http_overhead {
+            out.push_str(&format!(
+                "  HTTP overhead: {:.1}ms per request (client {:.1}ms vs server {:.1}ms{}); client-side decode {}\n",
+                http.overhead_ms_per_request,
+                http.client_total_ms,
+                http.server_total_ms,
+                http.overhead_percent.map(|p| format!(", {p:+.1} %")).unwrap_or_default(),
+                http.client_tokens_per_second.map_or("n/a".into(), |t| format!("{t:.1} tok/s")),
             ));
         }
         out.push_str(&format!("  Total tokens: {}\n", r.total_tokens));
@@ -171,6 +223,44 @@ pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
         None => out.push_str("\n💡 Tip: Use -o <file> to save results to JSON\n"),
     }
     out
+}
+
+/// The side-by-side table of a comparison run (`-b llamacpp,ollama`): per benchmark, each backend's decode
+/// rate, TTFT and prompt rate. `None` unless the results come from more than one backend.
+pub fn comparison(results: &[BenchmarkResult]) -> Option<String> {
+    let mut backends: Vec<&str> = Vec::new();
+    let mut benchmarks: Vec<&str> = Vec::new();
+    for r in results {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+        if !benchmarks.contains(&r.config.name.as_str()) {
+            benchmarks.push(&r.config.name);
+        }
+    }
+    if backends.len() < 2 {
+        return None;
+    }
+    let number = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "\n⚖ Backend comparison\n\n{:<20} {:<10} {:>10} {:>10} {:>14}\n",
+        "benchmark", "backend", "tok/s", "TTFT ms", "prompt tok/s"
+    );
+    for name in &benchmarks {
+        for backend in &backends {
+            let Some(r) = results.iter().find(|r| r.config.name == *name && r.backend == *backend) else {
+                out.push_str(&format!("{name:<20} {backend:<10} {:>10} {:>10} {:>14}\n", "-", "-", "-"));
+                continue;
+            };
+            out.push_str(&format!(
+                "{name:<20} {backend:<10} {:>10} {:>10} {:>14}\n",
+                number(r.tokens_per_second.value()),
+                number(r.time_to_first_token_ms.value()),
+                number(r.prompt_tokens_per_second),
+            ));
+        }
+    }
+    Some(out)
 }
 
 fn mean_of(values: &[f64], unit: &str) -> String {

@@ -349,6 +349,7 @@ impl Engine<'_> {
             eog_tokens,
             token_ids,
             engine_counters: Some(engine_counters),
+            server: None,
         })
     }
 }

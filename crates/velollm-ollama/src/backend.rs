@@ -1,0 +1,327 @@
+//! [`OllamaBackend`]: the `Backend`/`Session` pair over Ollama's HTTP API.
+//!
+//! What it does to keep the numbers honest (docs/ollama.md explains each):
+//! - the model is loaded by an untimed empty-prompt request first; its client wall clock and the server's
+//!   `load_duration` are recorded apart from every iteration;
+//! - every request carries the same load-time options (`num_ctx` always; `num_gpu`, `num_thread`,
+//!   `num_batch` only when the user set them), so no request triggers a reload;
+//! - each request's prompt starts with a unique prefix, so no prefix-cache hit inflates prompt rates;
+//! - `raw: true` (no chat template), temperature 0 and a fixed seed; `think: false` for models that think;
+//! - each chunk's arrival time and text are recorded; tokens are counted by the server (`eval_count`),
+//!   never by counting chunks.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use velollm_core::{
+    Backend, BackendError, ChunkArrival, EngineInfo, EngineParams, GenerationRequest, ModelIdentity, RawSample,
+    ServerRecord, ServerRequestOptions, ServerSample, Session, StopReason,
+};
+
+use crate::client::{OllamaClient, ShowResponse, TagEntry, Timeouts};
+use crate::OllamaError;
+
+/// How to reach the server, and which load-time options the user chose explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OllamaSettings {
+    /// Base URL, already normalised (see [`crate::base_url`]).
+    pub url: String,
+    pub timeouts: Timeouts,
+    /// `num_gpu` (layers to offload), sent only when the user set `--n-gpu-layers`.
+    pub num_gpu: Option<u32>,
+    /// `num_thread`, sent only when the user set `--threads`.
+    pub num_thread: Option<u32>,
+    /// `num_batch`, sent only when the user set `--batch-size`.
+    pub num_batch: Option<u32>,
+}
+
+impl Default for OllamaSettings {
+    fn default() -> Self {
+        OllamaSettings {
+            url: crate::DEFAULT_URL.to_string(),
+            timeouts: Timeouts::default(),
+            num_gpu: None,
+            num_thread: None,
+            num_batch: None,
+        }
+    }
+}
+
+/// A running Ollama server, measured over HTTP.
+#[derive(Debug, Clone)]
+pub struct OllamaBackend {
+    settings: OllamaSettings,
+    client: OllamaClient,
+}
+
+impl OllamaBackend {
+    pub fn new(settings: OllamaSettings) -> OllamaBackend {
+        let client = OllamaClient::new(&settings.url, settings.timeouts);
+        OllamaBackend { settings, client }
+    }
+}
+
+fn server_error(error: OllamaError) -> BackendError {
+    BackendError::Server(error.to_string())
+}
+
+impl Backend for OllamaBackend {
+    fn name(&self) -> &'static str {
+        "ollama"
+    }
+
+    fn needs_local_file(&self) -> bool {
+        false
+    }
+
+    fn check_available(&self) -> Result<Option<String>, BackendError> {
+        self.client.version().map(Some).map_err(server_error)
+    }
+
+    /// `model` is the name Ollama knows (an `ollama:` prefix is dropped).
+    fn load(&self, model: &Path, params: &EngineParams) -> Result<Box<dyn Session>, BackendError> {
+        let reference = model.to_string_lossy().to_string();
+        let name = crate::model_name(&reference).to_string();
+        if name.starts_with("hf:") || name.ends_with(".gguf") || model.exists() {
+            return Err(server_error(OllamaError::NotAName(reference)));
+        }
+        let version = self.client.version().map_err(server_error)?;
+        let show = self.client.show(&name).map_err(server_error)?;
+        // `/api/tags` and `/api/ps` only add to the record (digest, VRAM use): a server that cannot answer
+        // them (an older version, a proxy that hides them) still gets measured, with those fields null.
+        let tag = self.client.tags().unwrap_or_default().into_iter().find(|t| same_model(&name, &t.name));
+
+        let options = ServerRequestOptions {
+            num_ctx: params.ctx_size,
+            temperature: 0.0,
+            num_gpu: self.settings.num_gpu,
+            num_thread: self.settings.num_thread,
+            num_batch: self.settings.num_batch,
+        };
+        let load_options = load_time_options(&options);
+        // An empty prompt only loads the model: its cost is recorded apart, never inside an iteration.
+        let preload = json!({ "model": name, "prompt": "", "stream": false, "options": load_options });
+        let (loaded, load_wall) = self.client.preload(&preload).map_err(server_error)?;
+        let running = self.client.running().unwrap_or_default();
+        let running = running
+            .iter()
+            .find(|m| same_model(&name, &m.name) || m.model.as_deref().is_some_and(|n| same_model(&name, n)));
+
+        let record = ServerRecord {
+            url: self.settings.url.clone(),
+            version: Some(version.clone()),
+            options,
+            load_client_ms: load_wall.as_secs_f64() * 1e3,
+            load_server_ms: loaded.load_duration.map(|ns| ns as f64 / 1e6),
+            size_bytes: running.and_then(|m| m.size),
+            size_vram_bytes: running.and_then(|m| m.size_vram),
+            context_length: running.and_then(|m| m.context_length),
+        };
+        Ok(Box::new(OllamaSession {
+            client: self.client.clone(),
+            identity: identity(&reference, &name, &show, tag.as_ref()),
+            thinks: show.capabilities.iter().any(|c| c == "thinking"),
+            name,
+            version,
+            record,
+            load_options,
+        }))
+    }
+}
+
+/// `llama3.2` and `llama3.2:latest` are the same model.
+fn same_model(wanted: &str, listed: &str) -> bool {
+    let with_tag = |n: &str| {
+        if n.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            n.to_string()
+        } else {
+            format!("{n}:latest")
+        }
+    };
+    with_tag(wanted) == with_tag(listed)
+}
+
+/// The load-time options as Ollama names them: only those that were decided, never a guess.
+fn load_time_options(options: &ServerRequestOptions) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("num_ctx".into(), json!(options.num_ctx));
+    if let Some(v) = options.num_gpu {
+        map.insert("num_gpu".into(), json!(v));
+    }
+    if let Some(v) = options.num_thread {
+        map.insert("num_thread".into(), json!(v));
+    }
+    if let Some(v) = options.num_batch {
+        map.insert("num_batch".into(), json!(v));
+    }
+    map
+}
+
+/// The model as the server describes it: `/api/show` for the architecture and sizes, `/api/tags` for the
+/// digest, and the Modelfile's `FROM` blob for the GGUF's own sha256.
+fn identity(reference: &str, name: &str, show: &ShowResponse, tag: Option<&TagEntry>) -> ModelIdentity {
+    let info = |key: &str| show.model_info.get(key);
+    let blob = show
+        .modelfile
+        .as_deref()
+        .and_then(|m| m.lines().find_map(|l| l.trim().strip_prefix("FROM ")))
+        .map(str::trim)
+        .filter(|path| path.contains("sha256-"));
+    let sha256 = blob
+        .and_then(|path| path.rsplit("sha256-").next())
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase);
+    ModelIdentity {
+        reference: reference.to_string(),
+        path: blob.map_or_else(|| format!("ollama:{name}"), str::to_string),
+        bytes: tag.and_then(|t| t.size).unwrap_or(0),
+        sha256,
+        architecture: info("general.architecture")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| show.details.family.clone()),
+        parameter_count: info("general.parameter_count").and_then(Value::as_u64),
+        quantization: show.details.quantization_level.clone(),
+        name: Some(name.to_string()),
+        synthetic: false,
+        digest: tag.and_then(|t| t.digest.clone()).map(|d| if d.contains(':') { d } else { format!("sha256:{d}") }),
+    }
+}
+
+/// Distinguishes requests across processes and within one: the prefix that defeats prefix caching.
+static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A model loaded on the server.
+pub struct OllamaSession {
+    client: OllamaClient,
+    name: String,
+    version: String,
+    identity: ModelIdentity,
+    record: ServerRecord,
+    load_options: Map<String, Value>,
+    thinks: bool,
+}
+
+impl OllamaSession {
+    fn request_body(&self, prompt: &str, request: &GenerationRequest) -> Value {
+        let mut options = self.load_options.clone();
+        options.insert("num_predict".into(), json!(request.max_tokens));
+        options.insert("temperature".into(), json!(0));
+        options.insert("seed".into(), json!(request.seed));
+        let mut body = json!({ "model": self.name, "prompt": prompt, "stream": true, "raw": true, "options": options });
+        // Sent only to models that think: older servers reject `think` for models without the capability.
+        if self.thinks {
+            body["think"] = json!(false);
+        }
+        body
+    }
+}
+
+impl Session for OllamaSession {
+    fn load_ms(&self) -> f64 {
+        self.record.load_client_ms
+    }
+
+    fn engine_info(&self) -> EngineInfo {
+        EngineInfo {
+            version: Some(format!("Ollama {}", self.version)),
+            build: Some(format!("server at {}", self.record.url)),
+        }
+    }
+
+    fn context_size(&self) -> u32 {
+        self.record.options.num_ctx
+    }
+
+    /// The server tokenizes; nothing here can count its tokens without a request, so only `max_tokens` is
+    /// checked against the context (the server reports the prompt's length with each request).
+    fn count_prompt_tokens(&mut self, _prompt: &str) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+
+    fn generate(&mut self, request: &GenerationRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
+        let nonce = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prompt = format!("[{:x}-{nonce}] {}", std::process::id(), request.prompt);
+        let body = self.request_body(&prompt, request);
+        let streamed = self
+            .client
+            .generate_stream(&body, || !cancel.load(Ordering::Relaxed))
+            .map_err(server_error)?
+            .ok_or(BackendError::Cancelled)?;
+        let last = &streamed.last;
+        let stop_reason = match last.done_reason.as_deref() {
+            Some("length") => StopReason::Length,
+            Some(_) => StopReason::EndOfSequence,
+            None if last.eval_count.unwrap_or(0) >= u64::from(request.max_tokens) => StopReason::Length,
+            None => StopReason::EndOfSequence,
+        };
+        let as_ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Ok(RawSample {
+            prompt_tokens: last.prompt_eval_count.unwrap_or(0),
+            tokenize_ns: 0,
+            prompt_eval_ns: last.prompt_eval_duration.unwrap_or(0),
+            token_times_ns: Vec::new(),
+            stop_reason,
+            eog_tokens: 0,
+            token_ids: Vec::new(),
+            engine_counters: None,
+            server: Some(ServerSample {
+                prompt,
+                prompt_eval_count: last.prompt_eval_count,
+                prompt_eval_duration_ns: last.prompt_eval_duration,
+                eval_count: last.eval_count,
+                eval_duration_ns: last.eval_duration,
+                total_duration_ns: last.total_duration,
+                load_duration_ns: last.load_duration,
+                done_reason: last.done_reason.clone(),
+                chunks: streamed
+                    .chunks
+                    .iter()
+                    .map(|(at, text)| ChunkArrival { time_ns: as_ns(*at), text: text.clone() })
+                    .collect(),
+                client_total_ns: as_ns(streamed.total),
+            }),
+        })
+    }
+
+    fn detokenize(&mut self, _token_ids: &[u32]) -> Result<String, BackendError> {
+        // Server samples carry their text; see `Session::generated_text`.
+        Ok(String::new())
+    }
+
+    fn model_identity(&self) -> Option<ModelIdentity> {
+        Some(self.identity.clone())
+    }
+
+    fn server_record(&self) -> Option<ServerRecord> {
+        Some(self.record.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_is_the_default_tag() {
+        assert!(same_model("llama3.2", "llama3.2:latest"));
+        assert!(same_model("llama3.2:3b", "llama3.2:3b"));
+        assert!(!same_model("llama3.2:3b", "llama3.2:latest"));
+        assert!(same_model("user/m", "user/m:latest"));
+    }
+
+    #[test]
+    fn only_decided_options_are_sent() {
+        let options = ServerRequestOptions {
+            num_ctx: 2048,
+            temperature: 0.0,
+            num_gpu: None,
+            num_thread: Some(4),
+            num_batch: None,
+        };
+        let map = load_time_options(&options);
+        assert_eq!(Value::Object(map), json!({ "num_ctx": 2048, "num_thread": 4 }));
+    }
+}
