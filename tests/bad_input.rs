@@ -155,3 +155,19 @@ fn verbose_routes_llama_cpp_logs_and_quiet_default_hides_them() {
     assert!(verbose.status.success(), "{}", stderr(&verbose));
     assert!(stderr(&verbose).contains("llama_model_loader"), "no llama.cpp log with -v: {}", stderr(&verbose));
 }
+
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    use std::process::Stdio;
+    let mut child = velollm()
+        .args(["benchmark", "-m", model(SMOLLM2).to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "2"])
+        .args(["--iterations", "1", "--warmup", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `velollm benchmark | head -0`
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_ne!(out.status.code(), Some(101));
+}

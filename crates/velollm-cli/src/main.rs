@@ -267,11 +267,9 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
                 args.seed
             )
         };
-        println!("{}", console::header(&backends.join(", "), &model, &settings));
+        show(&format!("{}\n", console::header(&backends.join(", "), &model, &settings)));
         if backends.len() > 1 && backends.iter().any(|b| b == "ollama") {
-            println!(
-                "Ollama is sent num_ctx always; num_gpu, num_thread and num_batch only when given on the command line.\n"
-            );
+            show("Ollama is sent num_ctx always; num_gpu, num_thread and num_batch only when given on the command line.\n\n");
         }
     }
     let mut reporter = ConsoleReporter::new(show_progress, json.clone());
@@ -282,7 +280,7 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
     let mut failed_backends = 0;
     for backend in &backends {
         if show_progress && backends.len() > 1 {
-            println!("── Backend: {backend} ──\n");
+            show(&format!("── Backend: {backend} ──\n\n"));
         }
         let runner = BenchmarkRunner::new(backend).with_options(options.clone());
         reporter.announcement =
@@ -305,9 +303,9 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
     let interrupted = matches!(failure, Some((_, BenchError::Interrupted)));
     if !results.is_empty() {
         let saved_to = json.as_ref().map(|j| j.path().display().to_string());
-        print!("{}", console::summary(&results, saved_to.as_deref()));
+        show(&console::summary(&results, saved_to.as_deref()));
         if let Some(table) = console::comparison(&results) {
-            print!("{table}");
+            show(&table);
         }
     }
     match failure {
@@ -350,4 +348,12 @@ fn watch_ctrl_c(cancel: Arc<AtomicBool>) {
             }
         }
     });
+}
+
+/// Writes to stdout, ignoring a closed pipe (`velollm benchmark | head` must not panic the way `println!` does;
+/// the results file, if any, is written regardless).
+fn show(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
