@@ -28,7 +28,9 @@ mod runner;
 mod suite;
 
 pub use model::{identify_model, known_models, model_dir, resolve_model, KnownModel, DEFAULT_MODEL};
-pub use runner::{available_backends, BenchmarkRunner, NoObserver, Observer, RunOptions, SuiteOutcome};
+pub use runner::{
+    available_backends, resolve_backend, BenchmarkRunner, NoObserver, Observer, RunOptions, SuiteOutcome, AUTO_BACKEND,
+};
 pub use suite::standard_suite;
 pub use velollm_core::{
     BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, FlashAttention, GenerationParams,

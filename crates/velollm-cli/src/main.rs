@@ -41,8 +41,9 @@ struct BenchmarkArgs {
     /// Save results as JSON (the guide's schema, extended); rewritten after each finished benchmark.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Backend: llamacpp (in-process llama.cpp).
-    #[arg(short, long, default_value = "llamacpp")]
+    /// Backend: auto (llamacpp when compiled in, else candle), llamacpp (in-process llama.cpp) or candle
+    /// (in-process, pure Rust). Results record the backend that ran.
+    #[arg(short, long, default_value = velollm_benchmarks::AUTO_BACKEND)]
     backend: String,
     /// Timed iterations per benchmark (default: the suite's own, 5/3/3; 5 for --prompt).
     #[arg(long)]
@@ -161,6 +162,8 @@ fn init_logging(verbose: u8) {
 async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> anyhow::Result<ExitCode> {
     // Checked before anything slow: an unwritable output path must not cost a whole run.
     let json = args.output.as_deref().map(JsonFile::prepare).transpose()?;
+    // `auto` is resolved here so the header names the engine that will run.
+    let backend = velollm_benchmarks::resolve_backend(&args.backend)?;
     let configs = args.benchmarks();
     let engine = args.engine_params();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -187,10 +190,10 @@ async fn benchmark(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> 
             args.warmup,
             args.seed
         );
-        println!("{}", console::header(&args.backend, &args.model, &settings));
+        println!("{}", console::header(backend, &args.model, &settings));
     }
     let reporter = ConsoleReporter::new(show_progress, json.clone());
-    let runner = BenchmarkRunner::new(&args.backend).with_options(options);
+    let runner = BenchmarkRunner::new(backend).with_options(options);
     if show_progress {
         println!("Running {} benchmark{}...\n", configs.len(), if configs.len() == 1 { "" } else { "s" });
     }
