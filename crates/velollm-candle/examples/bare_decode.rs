@@ -14,14 +14,16 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+// candle 0.11.1's own Gemma 3 module computes a different function (see velollm_candle::gemma3).
+use velollm_candle::gemma3::Gemma3;
 
 const PROMPT: &str = "Write a hello world program in Python";
 
 enum Model {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
-    Gemma3(quantized_gemma3::ModelWeights),
+    Gemma3(Gemma3),
 }
 
 impl Model {
@@ -51,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = match header.architecture() {
         Some("llama") => Model::Llama(quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device)?),
         Some("qwen2") => Model::Qwen2(quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device)?),
-        Some("gemma3") => Model::Gemma3(quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, &device)?),
+        Some("gemma3") => Model::Gemma3(Gemma3::from_gguf(&content, &mut reader, prompt.len() + tokens, &device)?),
         other => return Err(format!("unsupported architecture {other:?}").into()),
     };
 

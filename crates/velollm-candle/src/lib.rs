@@ -1,7 +1,9 @@
 //! The `candle` backend: GGUF models run in-process on [candle](https://github.com/huggingface/candle), a
 //! pure-Rust engine, so velollm can benchmark without llama.cpp (and without a C++ toolchain).
 //!
-//! - The model module is chosen from `general.architecture`: `llama`, `qwen2` or `gemma3`.
+//! - The model is chosen from `general.architecture`: `llama` and `qwen2` run candle-transformers' quantized
+//!   modules; `gemma3` runs this crate's own graph on candle's kernels, because candle 0.11.1's module
+//!   computes a different function (see `gemma3.rs`).
 //! - The tokenizer is built from the file's own vocabulary ([`Tokenizer`]) and gives llama.cpp's token ids.
 //! - Each request starts from an empty KV cache (`forward(prompt, 0)`), evaluates the prompt in one call
 //!   (chunked prefill is broken in candle's Gemma 3), then decodes greedily one token at a time, with a
@@ -10,6 +12,7 @@
 //!   it computes anything, once per process. The first load sets both; a later load asking for another
 //!   count is refused rather than silently run with the old one.
 
+pub mod gemma3;
 mod tokenizer;
 
 use std::fs::File;
@@ -21,7 +24,7 @@ use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_llama, quantized_qwen2};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use velollm_core::{
     Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample, Session, StopReason,
 };
@@ -113,7 +116,8 @@ impl Backend for CandleBackend {
 enum Weights {
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
-    Gemma3(quantized_gemma3::ModelWeights),
+    /// velollm's own Gemma 3 graph (see `gemma3.rs` for why not candle's).
+    Gemma3(gemma3::Gemma3),
 }
 
 impl Weights {
@@ -160,9 +164,6 @@ impl LoadedModel {
         let model_limit = match architecture.as_str() {
             // candle's llama module precomputes RoPE for this many positions.
             "llama" => quantized_llama::MAX_SEQ_LEN as u64,
-            // candle's gemma3 module applies the sliding window only during prefill, so beyond the window its
-            // output is no longer Gemma's: stay within it.
-            "gemma3" => header.arch_u64("attention.sliding_window").unwrap_or(512),
             _ => header.arch_u64("context_length").unwrap_or(u64::from(ctx_size)),
         };
         let context_size = u64::from(ctx_size).min(model_limit) as u32;
@@ -181,7 +182,8 @@ impl LoadedModel {
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
             ),
             _ => Weights::Gemma3(
-                quantized_gemma3::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
+                gemma3::Gemma3::from_gguf(&content, &mut reader, context_size as usize, &device)
+                    .map_err(build_error)?,
             ),
         };
         Ok(LoadedModel { weights, tokenizer, context_size, architecture, device })
@@ -331,5 +333,45 @@ mod tests {
         let info = engine_info(2);
         assert_eq!(info.version.as_deref(), Some("candle 0.11.1"));
         assert!(info.build.unwrap().contains("threads 2"));
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A GGUF header with one string of metadata and no tensors.
+    fn gguf_with_architecture(arch: &str) -> std::path::PathBuf {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+        let key = "general.architecture";
+        bytes.extend((key.len() as u64).to_le_bytes());
+        bytes.extend(key.as_bytes());
+        bytes.extend(8u32.to_le_bytes());
+        bytes.extend((arch.len() as u64).to_le_bytes());
+        bytes.extend(arch.as_bytes());
+        // The (empty) data section starts at the next 32-byte boundary.
+        bytes.resize(bytes.len().div_ceil(32) * 32, 0);
+        let path = std::env::temp_dir().join(format!("velollm-candle-arch-{arch}-{}.gguf", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn unsupported_architecture_is_a_one_line_error_naming_the_supported_ones() {
+        let path = gguf_with_architecture("phi3");
+        let err = LoadedModel::load(&path, 512).err().expect("phi3 is refused");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(err, "unsupported architecture 'phi3' for the candle backend (supported: llama, qwen2, gemma3)");
+    }
+
+    #[test]
+    fn a_second_thread_count_in_one_process_is_refused() {
+        let first = configure_threads(3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, 3);
+        assert_eq!(configure_threads(3), Ok(3));
+        assert!(configure_threads(4).unwrap_err().contains("--threads 3"));
     }
 }

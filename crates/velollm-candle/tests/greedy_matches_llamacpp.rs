@@ -32,7 +32,11 @@ fn continuations(file: &str) -> (Vec<u32>, Vec<u32>) {
         let sample = session.generate(&request, &cancel).expect("candle generates");
         assert_eq!(sample.token_ids.len(), TOKENS as usize, "fixed output length");
         assert_eq!(sample.token_times_ns.len(), TOKENS as usize, "a timestamp per token");
+        assert!(sample.token_times_ns.windows(2).all(|w| w[0] <= w[1]), "timestamps in order");
         assert!(sample.engine_counters.is_none());
+        // Each request starts from an empty KV cache, so a second one gives the same tokens.
+        let again = session.generate(&request, &cancel).expect("candle generates again");
+        assert_eq!(again.token_ids, sample.token_ids, "{file}: a second request differs (KV cache not reset?)");
         sample.token_ids
     };
     (reference, candle)
@@ -58,13 +62,17 @@ fn check(file: &str, min_agreeing: usize) -> Vec<u32> {
 
 // One test runs all three models in turn: candle's thread pools are per process, and running the models
 // one after the other keeps peak memory to one model at a time.
+// Measured (candle 0.11.1, llama.cpp of llama-cpp-sys-2 0.1.161, 2 threads): SmolLM2 21 of 24 agree,
+// Qwen2.5-Coder 24 of 24, Gemma 3 24 of 24 (velollm's own graph). The minimums leave room for rounding differences.
 #[test]
 fn greedy_continuations_agree_with_llamacpp() {
-    let smollm = check(common::SMOLLM2, 8);
-    // Pinned: SmolLM2-135M-Instruct Q4_1, prompt "Write a hello world program in Python", greedy.
+    let smollm = check(common::SMOLLM2, 16);
     assert_eq!(&smollm[..PINNED_SMOLLM2.len()], PINNED_SMOLLM2);
-    check(common::QWEN25, 8);
-    check(common::GEMMA3, 8);
+    check(common::QWEN25, 16);
+    // velollm's own Gemma 3 graph: candle 0.11.1's module (SiLU instead of GELU) agreed on 0 of 24.
+    check(common::GEMMA3, 16);
 }
 
-const PINNED_SMOLLM2: &[u32] = &[];
+/// SmolLM2-135M-Instruct Q4_1, prompt "Write a hello world program in Python", greedy: llama.cpp's first
+/// tokens, which candle reproduces.
+const PINNED_SMOLLM2: &[u32] = &[338, 15175, 476, 19556, 28, 2260, 6653, 288, 260, 20914, 30, 2, 198, 1, 520, 9531];
