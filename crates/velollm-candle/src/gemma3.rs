@@ -224,7 +224,13 @@ fn attention_mask(
     window: Option<usize>,
     device: &Device,
 ) -> Result<Option<Tensor>> {
-    let visible = |i: usize, j: usize| j <= i && window.map_or(true, |w| i - j < w);
+    let visible = |i: usize, j: usize| {
+        j <= i
+            && match window {
+                Some(w) => i - j < w,
+                None => true,
+            }
+    };
     let mut any_masked = false;
     let mut mask = Vec::with_capacity(len * kv_len);
     for qi in 0..len {

@@ -105,8 +105,15 @@ const CONTROL_LOOKING: &[&str] = &[
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Bpe { pre: PreTokenizer, merge_ranks: HashMap<String, u32>, byte_chars: [char; 256], char_bytes: HashMap<char, u8> },
-    Spm { add_space_prefix: bool },
+    Bpe {
+        pre: PreTokenizer,
+        merge_ranks: HashMap<String, u32>,
+        byte_chars: Box<[char; 256]>,
+        char_bytes: HashMap<char, u8>,
+    },
+    Spm {
+        add_space_prefix: bool,
+    },
 }
 
 /// A vocabulary and the rules to turn text into its token ids.
@@ -178,7 +185,7 @@ impl Tokenizer {
                         merge_ranks.entry(merge).or_insert(rank as u32);
                     }
                 }
-                let byte_chars = unicode::byte_to_char_table();
+                let byte_chars = Box::new(unicode::byte_to_char_table());
                 let char_bytes = byte_chars.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
                 let llama3_like = matches!(pre, PreTokenizer::Llama3 { max_digits: 3 });
                 // llama.cpp's BPE defaults: BOS 11 / EOS 11 (GPT-2's <|endoftext|>) unless the file says otherwise.
