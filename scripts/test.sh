@@ -11,6 +11,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
+echo "==> feature sets (pure-Rust build without llama.cpp, llama.cpp only)"
+bash scripts/check-feature-sets.sh
 echo "==> cargo test"
 cargo test --release --locked --workspace
 echo "==> the guide's Custom Benchmarks example"

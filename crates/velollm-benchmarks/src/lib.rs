@@ -34,8 +34,8 @@ pub use model::{
     ResolvedModel, DEFAULT_MODEL,
 };
 pub use runner::{
-    available_backends, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, RunOptions, ServerConnection,
-    SuiteOutcome,
+    available_backends, resolve_backend, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, RunOptions,
+    ServerConnection, SuiteOutcome, AUTO_BACKEND,
 };
 pub use suite::standard_suite;
 pub use velollm_core::{

@@ -14,11 +14,14 @@ use velollm_core::{
 use crate::model::{identify_model, resolve_model_source};
 use crate::BenchError;
 
-/// The backends compiled into this build.
+/// The backends compiled into this build, in the order `auto` prefers them.
 pub fn available_backends() -> Vec<&'static str> {
     let mut names = Vec::new();
     if cfg!(feature = "llamacpp") {
         names.push("llamacpp");
+    }
+    if cfg!(feature = "candle") {
+        names.push("candle");
     }
     if cfg!(feature = "ollama") {
         names.push("ollama");
@@ -26,10 +29,29 @@ pub fn available_backends() -> Vec<&'static str> {
     names
 }
 
+/// The name `auto` stands for: llama.cpp when compiled in, otherwise candle (never a server backend, which
+/// measures something else).
+pub const AUTO_BACKEND: &str = "auto";
+
+/// Resolves a backend name as users type it (`auto` included) to a backend compiled into this build.
+pub fn resolve_backend(name: &str) -> Result<&'static str, BenchError> {
+    let available = available_backends();
+    let unknown = || BenchError::UnknownBackend {
+        name: name.to_string(),
+        available: if available.is_empty() { "none".to_string() } else { format!("auto, {}", available.join(", ")) },
+    };
+    if name == AUTO_BACKEND {
+        return available.iter().copied().find(|&b| b == "llamacpp" || b == "candle").ok_or_else(unknown);
+    }
+    available.iter().copied().find(|&b| b == name).ok_or_else(unknown)
+}
+
 fn make_backend(name: &str, options: &RunOptions) -> Result<Box<dyn Backend>, BenchError> {
-    match name {
+    match resolve_backend(name)? {
         #[cfg(feature = "llamacpp")]
         "llamacpp" => Ok(Box::new(velollm_llamacpp::LlamaCppBackend::new(options.engine_logs))),
+        #[cfg(feature = "candle")]
+        "candle" => Ok(Box::new(velollm_candle::CandleBackend::new())),
         #[cfg(feature = "ollama")]
         "ollama" => {
             let server = &options.server;
@@ -49,9 +71,9 @@ fn make_backend(name: &str, options: &RunOptions) -> Result<Box<dyn Backend>, Be
                 num_batch: explicit.batch_size.then_some(engine.batch_size),
             })))
         }
-        _ => {
+        other => {
             let _ = options;
-            Err(BenchError::UnknownBackend { name: name.to_string(), available: available_backends().join(", ") })
+            Err(BenchError::Internal(format!("backend '{other}' is listed but not constructible")))
         }
     }
 }
@@ -419,6 +441,21 @@ mod tests {
         assert!(validate(&[config(0, 5)]).unwrap_err().to_string().contains("iterations must be at least 1"));
         assert!(validate(&[config(1, 0)]).unwrap_err().to_string().contains("max_tokens must be at least 1"));
         assert!(validate(&[config(1, 1)]).is_ok());
+    }
+
+    #[test]
+    fn auto_resolves_to_the_preferred_compiled_backend() {
+        let available = available_backends();
+        match available.first() {
+            Some(&first) => assert_eq!(resolve_backend("auto").unwrap(), first),
+            None => assert!(resolve_backend("auto").is_err()),
+        }
+        if cfg!(feature = "llamacpp") {
+            assert_eq!(resolve_backend("auto").unwrap(), "llamacpp");
+        }
+        for name in available {
+            assert_eq!(resolve_backend(name).unwrap(), name);
+        }
     }
 
     #[tokio::test]

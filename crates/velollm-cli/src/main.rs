@@ -43,9 +43,10 @@ struct BenchmarkArgs {
     /// Save results as JSON (the guide's schema, extended); rewritten after each finished benchmark.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Backend: llamacpp (in-process llama.cpp) or ollama (a running Ollama server); a comma list
-    /// (llamacpp,ollama) runs each in turn on the same model and compares them.
-    #[arg(short, long, default_value = "llamacpp")]
+    /// Backend: auto (llamacpp when compiled in, else candle), llamacpp (in-process llama.cpp), candle
+    /// (in-process, pure Rust) or ollama (a running Ollama server); a comma list (llamacpp,candle,ollama) runs
+    /// each in turn on the same model and compares them. Results record the backend that ran.
+    #[arg(short, long, default_value = velollm_benchmarks::AUTO_BACKEND)]
     backend: String,
     /// Ollama's address (default: OLLAMA_HOST, else http://localhost:11434).
     #[arg(long)]
@@ -106,13 +107,18 @@ struct BenchmarkArgs {
 impl BenchmarkArgs {
     /// The backends to run, in order (`-b a,b`).
     fn backends(&self) -> anyhow::Result<Vec<String>> {
-        let names: Vec<String> = self.backend.split(',').map(|b| b.trim().to_string()).collect();
-        if names.iter().any(String::is_empty) {
+        let typed: Vec<&str> = self.backend.split(',').map(str::trim).collect();
+        if typed.iter().any(|b| b.is_empty()) {
             anyhow::bail!(
                 "invalid --backend '{}': expected a name or a comma list such as llamacpp,ollama",
                 self.backend
             );
         }
+        // `auto` is resolved here so the header and the results name the engine that runs.
+        let names = typed
+            .iter()
+            .map(|b| velollm_benchmarks::resolve_backend(b).map(str::to_string))
+            .collect::<Result<Vec<String>, _>>()?;
         let mut unique = names.clone();
         unique.sort();
         unique.dedup();

@@ -1,0 +1,378 @@
+//! The `candle` backend: GGUF models run in-process on [candle](https://github.com/huggingface/candle), a
+//! pure-Rust engine, so velollm can benchmark without llama.cpp (and without a C++ toolchain).
+//!
+//! - The model is chosen from `general.architecture`: `llama` and `qwen2` run candle-transformers' quantized
+//!   modules; `gemma3` runs this crate's own graph on candle's kernels, because candle 0.11.1's module
+//!   computes a different function (see `gemma3.rs`).
+//! - The tokenizer is built from the file's own vocabulary ([`Tokenizer`]) and gives llama.cpp's token ids.
+//! - Each request starts from an empty KV cache (`forward(prompt, 0)`), evaluates the prompt in one call
+//!   (chunked prefill is broken in candle's Gemma 3), then decodes greedily one token at a time, with a
+//!   timestamp per token. candle runs on the CPU synchronously, so every clock read follows finished work.
+//! - Threads: candle sizes its thread pools from `CANDLE_NUM_THREADS` / `RAYON_NUM_THREADS` the first time
+//!   it computes anything, once per process. The first load sets both; a later load asking for another
+//!   count is refused rather than silently run with the old one.
+
+pub mod gemma3;
+mod tokenizer;
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use velollm_core::{
+    Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample, Session, StopReason,
+};
+use velollm_gguf::{GgufFile, ReadOptions};
+
+pub use tokenizer::{Tokenizer, TokenizerError};
+
+/// The candle version compiled in (pinned exactly in Cargo.toml).
+pub const CANDLE_VERSION: &str = "0.11.1";
+
+/// The architectures this backend runs, for error messages.
+pub const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, gemma3";
+
+/// GGUF tensor types candle 0.11 can compute with.
+const SUPPORTED_TENSOR_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+
+/// The thread count candle's pools were created with in this process (set by the first load).
+static POOL_THREADS: Mutex<Option<u32>> = Mutex::new(None);
+
+/// Sets candle's thread-pool sizes before its first use, or checks that `threads` matches what they were
+/// created with. Returns the count in effect.
+pub fn configure_threads(threads: u32) -> Result<u32, String> {
+    let threads = threads.max(1);
+    let mut pool = POOL_THREADS.lock().map_err(|_| "thread configuration lock poisoned".to_string())?;
+    match *pool {
+        Some(current) if current != threads => Err(format!(
+            "candle's thread pools already run {current} threads in this process and cannot be resized; \
+             run again with --threads {current} or in a new process"
+        )),
+        Some(current) => Ok(current),
+        None => {
+            // candle creates its pools lazily from these variables; nothing in this process has computed
+            // with candle yet, because every load goes through here first.
+            std::env::set_var("CANDLE_NUM_THREADS", threads.to_string());
+            std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+            *pool = Some(threads);
+            Ok(threads)
+        }
+    }
+}
+
+/// The in-process candle engine (CPU).
+#[derive(Debug, Clone, Default)]
+pub struct CandleBackend;
+
+impl CandleBackend {
+    pub fn new() -> CandleBackend {
+        CandleBackend
+    }
+}
+
+/// candle's version and what this build computes with.
+pub fn engine_info(threads: u32) -> EngineInfo {
+    // Compile-time features: they, not the CPU's, decide whether candle's kernels are vectorised.
+    let simd: Vec<&str> = [
+        ("avx2", cfg!(target_feature = "avx2")),
+        ("fma", cfg!(target_feature = "fma")),
+        ("f16c", cfg!(target_feature = "f16c")),
+        ("avx512f", cfg!(target_feature = "avx512f")),
+        ("neon", cfg!(target_feature = "neon")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let simd = if simd.is_empty() { "none".to_string() } else { simd.join(" ") };
+    EngineInfo {
+        version: Some(format!("candle {CANDLE_VERSION}")),
+        build: Some(format!("device cpu | threads {threads} | compiled with SIMD: {simd}")),
+    }
+}
+
+impl Backend for CandleBackend {
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn load(&self, model: &Path, params: &EngineParams) -> Result<Box<dyn Session>, BackendError> {
+        let load_error = |reason: String| BackendError::Load { path: model.display().to_string(), reason };
+        let threads = configure_threads(params.threads).map_err(load_error)?;
+        let start = Instant::now();
+        let loaded = LoadedModel::load(model, params.ctx_size).map_err(load_error)?;
+        let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        Ok(Box::new(CandleSession { model: loaded, load_ms, threads }))
+    }
+}
+
+/// The model modules candle has for the supported architectures.
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    /// velollm's own Gemma 3 graph (see `gemma3.rs` for why not candle's).
+    Gemma3(gemma3::Gemma3),
+}
+
+impl Weights {
+    /// Logits of the last position of `tokens`, evaluated at positions `index_pos..`; `index_pos == 0`
+    /// starts a fresh KV cache.
+    fn forward(&mut self, tokens: &Tensor, index_pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Weights::Llama(m) => m.forward(tokens, index_pos),
+            Weights::Qwen2(m) => m.forward(tokens, index_pos),
+            Weights::Gemma3(m) => m.forward(tokens, index_pos),
+        }
+    }
+}
+
+/// A model ready to generate: weights, tokenizer and the context it may use.
+pub struct LoadedModel {
+    weights: Weights,
+    pub tokenizer: Tokenizer,
+    /// Tokens a request may occupy (prompt plus output).
+    pub context_size: u32,
+    pub architecture: String,
+    device: Device,
+}
+
+impl LoadedModel {
+    /// Reads `path`: checks architecture and tensor types first (one-line errors), then builds the tokenizer
+    /// and candle's model. `ctx_size` is capped to what candle's module computes correctly.
+    pub fn load(path: &Path, ctx_size: u32) -> Result<LoadedModel, String> {
+        let header = GgufFile::read(path, ReadOptions { keep_arrays: true }).map_err(|e| e.to_string())?;
+        let architecture = header.architecture().unwrap_or("unknown").to_string();
+        if !matches!(architecture.as_str(), "llama" | "qwen2" | "gemma3") {
+            return Err(format!(
+                "unsupported architecture '{architecture}' for the candle backend (supported: {SUPPORTED_ARCHITECTURES})"
+            ));
+        }
+        if let Some(bad) = header.tensors.iter().find(|t| !is_supported_type(t.ggml_type.0)) {
+            return Err(format!(
+                "tensor {} has type {}, which candle cannot run (supported: {SUPPORTED_TENSOR_TYPES})",
+                bad.name,
+                bad.ggml_type.name()
+            ));
+        }
+        let tokenizer = Tokenizer::from_gguf(&header).map_err(|e| e.to_string())?;
+        let model_limit = match architecture.as_str() {
+            // candle's llama module precomputes RoPE for this many positions.
+            "llama" => quantized_llama::MAX_SEQ_LEN as u64,
+            _ => header.arch_u64("context_length").unwrap_or(u64::from(ctx_size)),
+        };
+        let context_size = u64::from(ctx_size).min(model_limit) as u32;
+
+        let device = Device::Cpu;
+        let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let mut reader = BufReader::new(file);
+        let content =
+            gguf_file::Content::read(&mut reader).map_err(|e| format!("candle could not read the GGUF header: {e}"))?;
+        let build_error = |e: candle_core::Error| format!("candle could not build the {architecture} model: {e}");
+        let weights = match architecture.as_str() {
+            "llama" => Weights::Llama(
+                quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
+            ),
+            "qwen2" => Weights::Qwen2(
+                quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
+            ),
+            _ => Weights::Gemma3(
+                gemma3::Gemma3::from_gguf(&content, &mut reader, context_size as usize, &device)
+                    .map_err(build_error)?,
+            ),
+        };
+        Ok(LoadedModel { weights, tokenizer, context_size, architecture, device })
+    }
+
+    /// Evaluates `tokens` starting at position `index_pos` and returns the last position's logits.
+    pub fn forward(&mut self, tokens: &[u32], index_pos: usize) -> Result<Vec<f32>, String> {
+        let mut run = || -> candle_core::Result<Vec<f32>> {
+            let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+            let logits = self.weights.forward(&input, index_pos)?;
+            logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
+        };
+        run().map_err(|e| format!("candle: {e}"))
+    }
+
+    /// One request from an empty KV cache: prompt in one call, then exactly `max_tokens` greedy tokens
+    /// (fewer only with `stop_at_eos`), each timestamped.
+    pub fn generate(&mut self, request: &GenerationRequest, cancel: &AtomicBool) -> Result<RawSample, BackendError> {
+        let max_tokens = request.max_tokens as usize;
+        let mut token_times_ns = Vec::with_capacity(max_tokens);
+        let mut token_ids = Vec::with_capacity(max_tokens);
+
+        let start = Instant::now();
+        let prompt = self.tokenizer.encode(&request.prompt);
+        let tokenize_ns = elapsed_ns(start);
+        if prompt.is_empty() || prompt.len() + max_tokens > self.context_size as usize {
+            return Err(BackendError::ContextTooSmall {
+                prompt_tokens: prompt.len() as u64,
+                max_tokens: request.max_tokens,
+                ctx_size: self.context_size,
+            });
+        }
+
+        let prefill_start_ns = elapsed_ns(start);
+        let mut logits = self.forward(&prompt, 0).map_err(BackendError::Generation)?;
+        let prompt_eval_ns = elapsed_ns(start) - prefill_start_ns;
+
+        let mut position = prompt.len();
+        let mut eog_tokens = 0u64;
+        let mut stop_reason = StopReason::Length;
+        loop {
+            let token = argmax(&logits) as u32;
+            token_times_ns.push(elapsed_ns(start));
+            token_ids.push(token);
+            if self.tokenizer.is_end_of_generation(token) {
+                eog_tokens += 1;
+                if request.stop_at_eos {
+                    stop_reason = StopReason::EndOfSequence;
+                    break;
+                }
+            }
+            if token_ids.len() == max_tokens {
+                break;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(BackendError::Cancelled);
+            }
+            logits = self.forward(&[token], position).map_err(BackendError::Generation)?;
+            position += 1;
+        }
+        Ok(RawSample {
+            prompt_tokens: prompt.len() as u64,
+            tokenize_ns,
+            prompt_eval_ns,
+            token_times_ns,
+            stop_reason,
+            eog_tokens,
+            token_ids,
+            // candle keeps no performance counters of its own.
+            engine_counters: None,
+            server: None,
+        })
+    }
+}
+
+/// GGUF type ids candle 0.11 implements (F32, F16, Q4_0 … Q8_K, BF16).
+fn is_supported_type(ggml_type: u32) -> bool {
+    matches!(ggml_type, 0 | 1 | 2 | 3 | 6..=15 | 30)
+}
+
+struct CandleSession {
+    model: LoadedModel,
+    load_ms: f64,
+    threads: u32,
+}
+
+impl Session for CandleSession {
+    fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    fn engine_info(&self) -> EngineInfo {
+        engine_info(self.threads)
+    }
+
+    fn context_size(&self) -> u32 {
+        self.model.context_size
+    }
+
+    fn count_prompt_tokens(&mut self, prompt: &str) -> Result<u64, BackendError> {
+        Ok(self.model.tokenizer.encode(prompt).len() as u64)
+    }
+
+    fn generate(&mut self, request: &GenerationRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
+        self.model.generate(request, cancel)
+    }
+
+    fn detokenize(&mut self, token_ids: &[u32]) -> Result<String, BackendError> {
+        Ok(self.model.tokenizer.decode(token_ids))
+    }
+}
+
+/// Greedy sampling: the index of the largest logit, the lowest index among equals (as llama.cpp's).
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_logit = f32::NEG_INFINITY;
+    for (i, &logit) in logits.iter().enumerate() {
+        if logit > best_logit {
+            best = i;
+            best_logit = logit;
+        }
+    }
+    best
+}
+
+fn elapsed_ns(start: Instant) -> u64 {
+    start.elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_maxima() {
+        assert_eq!(argmax(&[0.1, 3.0, -2.0, 3.0]), 1);
+        assert_eq!(argmax(&[5.0]), 0);
+    }
+
+    #[test]
+    fn supported_types_exclude_iq_quants() {
+        assert!(is_supported_type(2) && is_supported_type(12) && is_supported_type(30));
+        assert!(!is_supported_type(16) && !is_supported_type(20) && !is_supported_type(39));
+    }
+
+    #[test]
+    fn engine_info_names_candle() {
+        let info = engine_info(2);
+        assert_eq!(info.version.as_deref(), Some("candle 0.11.1"));
+        assert!(info.build.unwrap().contains("threads 2"));
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A GGUF header with one string of metadata and no tensors.
+    fn gguf_with_architecture(arch: &str) -> std::path::PathBuf {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        bytes.extend(0u64.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+        let key = "general.architecture";
+        bytes.extend((key.len() as u64).to_le_bytes());
+        bytes.extend(key.as_bytes());
+        bytes.extend(8u32.to_le_bytes());
+        bytes.extend((arch.len() as u64).to_le_bytes());
+        bytes.extend(arch.as_bytes());
+        // The (empty) data section starts at the next 32-byte boundary.
+        bytes.resize(bytes.len().div_ceil(32) * 32, 0);
+        let path = std::env::temp_dir().join(format!("velollm-candle-arch-{arch}-{}.gguf", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn unsupported_architecture_is_a_one_line_error_naming_the_supported_ones() {
+        let path = gguf_with_architecture("phi3");
+        let err = LoadedModel::load(&path, 512).err().expect("phi3 is refused");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(err, "unsupported architecture 'phi3' for the candle backend (supported: llama, qwen2, gemma3)");
+    }
+
+    #[test]
+    fn a_second_thread_count_in_one_process_is_refused() {
+        let first = configure_threads(3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, 3);
+        assert_eq!(configure_threads(3), Ok(3));
+        assert!(configure_threads(4).unwrap_err().contains("--threads 3"));
+    }
+}
