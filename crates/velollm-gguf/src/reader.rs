@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::GgmlType;
@@ -152,6 +152,7 @@ impl GgufFile {
         let file = File::open(path).map_err(io_err)?;
         let mut reader = HeaderReader {
             inner: BufReader::with_capacity(1 << 20, file),
+            pos: 0,
             path,
             file_bytes,
             keep_arrays: options.keep_arrays,
@@ -198,7 +199,7 @@ impl GgufFile {
             .and_then(MetadataValue::as_u64)
             .filter(|a| *a > 0)
             .unwrap_or(DEFAULT_ALIGNMENT);
-        let header_end = reader.inner.stream_position().map_err(io_err)?;
+        let header_end = reader.pos;
         let data_offset = header_end.div_ceil(alignment) * alignment;
 
         let file = GgufFile { path: path.to_path_buf(), version, file_bytes, metadata, tensors, data_offset };
@@ -316,19 +317,24 @@ fn file_type_name(file_type: u64) -> Option<&'static str> {
     })
 }
 
-struct HeaderReader<'a, R> {
-    inner: R,
+/// Reads the header sequentially through a large buffer. The position is tracked here rather than asked of
+/// the file: `stream_position` and `seek` on a `BufReader` are system calls that also throw the buffer away,
+/// which made skipping a 49k-token vocabulary take seconds.
+struct HeaderReader<'a> {
+    inner: BufReader<File>,
+    pos: u64,
     path: &'a Path,
     file_bytes: u64,
     keep_arrays: bool,
 }
 
-impl<R: Read + Seek> HeaderReader<'_, R> {
+impl HeaderReader<'_> {
     fn corrupt(&self, reason: String) -> GgufError {
         GgufError::Corrupt { path: self.path.to_path_buf(), reason }
     }
 
     fn read_exact_or_corrupt(&mut self, buf: &mut [u8], what: &str) -> Result<(), GgufError> {
+        self.pos += buf.len() as u64;
         self.inner.read_exact(buf).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 if what == "magic" {
@@ -368,9 +374,7 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
 
     fn string(&mut self) -> Result<String, GgufError> {
         let len = self.length("string length")?;
-        let pos =
-            self.inner.stream_position().map_err(|e| GgufError::Io { path: self.path.to_path_buf(), source: e })?;
-        if pos.saturating_add(len) > self.file_bytes {
+        if self.pos.saturating_add(len) > self.file_bytes {
             return Err(GgufError::TruncatedHeader { path: self.path.to_path_buf(), actual: self.file_bytes });
         }
         let mut buf = vec![0u8; len as usize];
@@ -380,14 +384,14 @@ impl<R: Read + Seek> HeaderReader<'_, R> {
     }
 
     fn skip(&mut self, bytes: u64) -> Result<(), GgufError> {
-        let pos =
-            self.inner.stream_position().map_err(|e| GgufError::Io { path: self.path.to_path_buf(), source: e })?;
-        if pos.saturating_add(bytes) > self.file_bytes {
+        if self.pos.saturating_add(bytes) > self.file_bytes {
             return Err(GgufError::TruncatedHeader { path: self.path.to_path_buf(), actual: self.file_bytes });
         }
+        // Within the buffer this only moves the cursor; beyond it, one seek.
         self.inner
-            .seek(SeekFrom::Current(bytes as i64))
+            .seek_relative(bytes as i64)
             .map_err(|e| GgufError::Io { path: self.path.to_path_buf(), source: e })?;
+        self.pos += bytes;
         Ok(())
     }
 
