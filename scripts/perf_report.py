@@ -88,3 +88,17 @@ for name, rows in runs:
                  f"{fmt(r['startup_to_first_timed_iteration_ms'], 0)} |")
 lines.append("")
 out_md.write_text("\n".join(lines))
+
+# candle vs llama.cpp on the same files: measured side by side by scripts/perf-candle.sh and recorded in
+# docs/candle.md; carried over verbatim so docs/performance.md holds every engine's numbers.
+candle_doc = Path(__file__).resolve().parent.parent / "docs" / "candle.md"
+if candle_doc.exists():
+    text = candle_doc.read_text()
+    start = text.find("## Performance")
+    end = text.find("\n## ", start + 1)
+    if start >= 0:
+        section = text[start:end if end >= 0 else len(text)].strip().splitlines()
+        section[0] = "## candle vs llama.cpp on the same files (from docs/candle.md, by scripts/perf-candle.sh)"
+        section = [line.replace("### ", "#### ", 1) if line.startswith("### ") else line for line in section]
+        with out_md.open("a") as f:
+            f.write("\n" + "\n".join(section) + "\n")
