@@ -26,7 +26,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use velollm_core::{
-    Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample, Session, StopReason,
+    argmax, elapsed_ns, Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample, Session,
+    StopReason,
 };
 use velollm_gguf::{GgufFile, ReadOptions};
 
@@ -296,32 +297,9 @@ impl Session for CandleSession {
     }
 }
 
-/// Greedy sampling: the index of the largest logit, the lowest index among equals (as llama.cpp's).
-pub fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_logit = f32::NEG_INFINITY;
-    for (i, &logit) in logits.iter().enumerate() {
-        if logit > best_logit {
-            best = i;
-            best_logit = logit;
-        }
-    }
-    best
-}
-
-fn elapsed_ns(start: Instant) -> u64 {
-    start.elapsed().as_nanos() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argmax_takes_the_first_of_equal_maxima() {
-        assert_eq!(argmax(&[0.1, 3.0, -2.0, 3.0]), 1);
-        assert_eq!(argmax(&[5.0]), 0);
-    }
 
     #[test]
     fn supported_types_exclude_iq_quants() {

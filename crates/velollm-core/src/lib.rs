@@ -21,5 +21,5 @@ pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
     IterationRecord, Measured, ModelIdentity, RunParameters, ServerRecord, ServerRequestOptions, SCHEMA_VERSION,
 };
-pub use sample::{ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
+pub use sample::{argmax, elapsed_ns, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
 pub use stats::{student_t_975, Summary};

@@ -27,8 +27,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use velollm_core::{
-    Backend, BackendError, EngineCounters, EngineInfo, EngineParams, FlashAttention, GenerationRequest, RawSample,
-    Session, StopReason,
+    argmax, elapsed_ns, Backend, BackendError, EngineCounters, EngineInfo, EngineParams, FlashAttention,
+    GenerationRequest, RawSample, Session, StopReason,
 };
 
 /// The version of the llama-cpp-sys-2 crate whose llama.cpp sources are compiled in.
@@ -354,38 +354,6 @@ impl Engine<'_> {
     }
 }
 
-/// Greedy sampling: the index of the largest logit (the lowest index among equals, as llama.cpp's greedy
-/// sampler picks). Done on the logits directly: llama.cpp's sampler chain first copies the whole
-/// vocabulary into a candidate array, which cost 2 % of SmolLM2's decode time here and is not the
-/// engine's work.
-fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    let mut best_logit = f32::NEG_INFINITY;
-    for (i, &logit) in logits.iter().enumerate() {
-        if logit > best_logit {
-            best = i;
-            best_logit = logit;
-        }
-    }
-    best
-}
-
-fn elapsed_ns(start: Instant) -> u64 {
-    start.elapsed().as_nanos() as u64
-}
-
 fn generation_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Generation(format!("llama.cpp: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    #[test]
-    fn argmax_takes_the_first_of_equal_maxima() {
-        assert_eq!(argmax(&[0.1, 3.0, -2.0, 3.0]), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, -1.0]), 1);
-        assert_eq!(argmax(&[5.0]), 0);
-    }
 }
