@@ -286,6 +286,8 @@ fn llamacpp_runs_the_file_from_the_ollama_store_and_compares_backends() {
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("Backend comparison"), "{text}");
     assert!(text.contains("custom [llamacpp]:") && text.contains("custom [ollama]:"), "{text}");
+    // Overall averages per backend: one engine's rows are never averaged with another's.
+    assert!(text.contains("Overall Average [llamacpp]:") && text.contains("Overall Average [ollama]:"), "{text}");
     let results = read_results(&out_path);
     let rows = results.as_array().unwrap();
     let backends: Vec<&str> = rows.iter().map(|r| r["backend"].as_str().unwrap()).collect();

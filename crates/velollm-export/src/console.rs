@@ -202,21 +202,31 @@ pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
         out.push_str(&format!("  Total tokens: {}\n", r.total_tokens));
         out.push_str(&format!("  Total time: {:.1}s\n", r.total_time_ms / 1000.0));
     }
-    let rates: Vec<f64> = results.iter().filter_map(|r| r.tokens_per_second.value()).collect();
-    let ttfts: Vec<f64> = results.iter().filter_map(|r| r.time_to_first_token_ms.value()).collect();
-    if !results.is_empty() {
-        out.push_str("\nOverall Average:\n");
+    // One overall line per backend: averaging llama.cpp's rows with candle's or Ollama's would describe no engine.
+    let mut backends: Vec<&str> = Vec::new();
+    for r in results {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    for backend in &backends {
+        let rows = results.iter().filter(|r| r.backend == *backend);
+        let rates: Vec<f64> = rows.clone().filter_map(|r| r.tokens_per_second.value()).collect();
+        let ttfts: Vec<f64> = rows.clone().filter_map(|r| r.time_to_first_token_ms.value()).collect();
+        // Pooled over the backend's benchmarks: velollm's decode time against the engine's own counters.
+        let (ours, engine) = rows
+            .filter_map(|r| r.harness_overhead)
+            .fold((0.0, 0.0), |(a, b), o| (a + o.eval_ms_velollm, b + o.eval_ms_engine));
+        match backends.len() {
+            1 => out.push_str("\nOverall Average:\n"),
+            _ => out.push_str(&format!("\nOverall Average [{backend}]:\n")),
+        }
         out.push_str(&format!("  Tokens/s: {}\n", mean_of(&rates, "")));
         out.push_str(&format!("  TTFT: {}\n", mean_of(&ttfts, "ms")));
-    }
-    // Pooled over every benchmark: velollm's decode time against the engine's own counters.
-    let (ours, engine) = results
-        .iter()
-        .filter_map(|r| r.harness_overhead)
-        .fold((0.0, 0.0), |(a, b), o| (a + o.eval_ms_velollm, b + o.eval_ms_engine));
-    if engine > 0.0 {
-        let pct = (ours / engine - 1.0) * 100.0;
-        out.push_str(&format!("  Harness overhead vs the engine's own decode timer: {pct:+.2} %\n"));
+        if engine > 0.0 {
+            let pct = (ours / engine - 1.0) * 100.0;
+            out.push_str(&format!("  Harness overhead vs the engine's own decode timer: {pct:+.2} %\n"));
+        }
     }
     match saved_to {
         Some(path) => out.push_str(&format!("\n💾 Results saved to {path}\n")),
