@@ -18,7 +18,7 @@ mod tokenizer;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,8 +26,8 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use velollm_core::{
-    argmax, elapsed_ns, Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample, Session,
-    StopReason,
+    argmax, decode_greedy, elapsed_ns, Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample,
+    Session,
 };
 use velollm_gguf::{GgufFile, ReadOptions};
 
@@ -192,20 +192,13 @@ impl LoadedModel {
 
     /// Evaluates `tokens` starting at position `index_pos` and returns the last position's logits.
     pub fn forward(&mut self, tokens: &[u32], index_pos: usize) -> Result<Vec<f32>, String> {
-        let mut run = || -> candle_core::Result<Vec<f32>> {
-            let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-            let logits = self.weights.forward(&input, index_pos)?;
-            logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
-        };
-        run().map_err(|e| format!("candle: {e}"))
+        forward(&mut self.weights, &self.device, tokens, index_pos)
     }
 
     /// One request from an empty KV cache: prompt in one call, then exactly `max_tokens` greedy tokens
     /// (fewer only with `stop_at_eos`), each timestamped.
     pub fn generate(&mut self, request: &GenerationRequest, cancel: &AtomicBool) -> Result<RawSample, BackendError> {
         let max_tokens = request.max_tokens as usize;
-        let mut token_times_ns = Vec::with_capacity(max_tokens);
-        let mut token_ids = Vec::with_capacity(max_tokens);
 
         let start = Instant::now();
         let prompt = self.tokenizer.encode(&request.prompt);
@@ -223,41 +216,44 @@ impl LoadedModel {
         let prompt_eval_ns = elapsed_ns(start) - prefill_start_ns;
 
         let mut position = prompt.len();
-        let mut eog_tokens = 0u64;
-        let mut stop_reason = StopReason::Length;
-        loop {
-            let token = argmax(&logits) as u32;
-            token_times_ns.push(elapsed_ns(start));
-            token_ids.push(token);
-            if self.tokenizer.is_end_of_generation(token) {
-                eog_tokens += 1;
-                if request.stop_at_eos {
-                    stop_reason = StopReason::EndOfSequence;
-                    break;
+        // Split borrows: the decode step runs the weights while the end-of-generation check reads the tokenizer.
+        let LoadedModel { weights, tokenizer, device, .. } = self;
+        let decoded = decode_greedy(
+            start,
+            request,
+            cancel,
+            |token| tokenizer.is_end_of_generation(token),
+            |previous| {
+                if let Some(token) = previous {
+                    logits = forward(weights, device, &[token], position).map_err(BackendError::Generation)?;
+                    position += 1;
                 }
-            }
-            if token_ids.len() == max_tokens {
-                break;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                return Err(BackendError::Cancelled);
-            }
-            logits = self.forward(&[token], position).map_err(BackendError::Generation)?;
-            position += 1;
-        }
+                Ok(argmax(&logits) as u32)
+            },
+        )?;
         Ok(RawSample {
             prompt_tokens: prompt.len() as u64,
             tokenize_ns,
             prompt_eval_ns,
-            token_times_ns,
-            stop_reason,
-            eog_tokens,
-            token_ids,
+            token_times_ns: decoded.token_times_ns,
+            stop_reason: decoded.stop_reason,
+            eog_tokens: decoded.eog_tokens,
+            token_ids: decoded.token_ids,
             // candle keeps no performance counters of its own.
             engine_counters: None,
             server: None,
         })
     }
+}
+
+/// Evaluates `tokens` from position `index_pos` and returns the last position's logits.
+fn forward(weights: &mut Weights, device: &Device, tokens: &[u32], index_pos: usize) -> Result<Vec<f32>, String> {
+    let mut run = || -> candle_core::Result<Vec<f32>> {
+        let input = Tensor::new(tokens, device)?.unsqueeze(0)?;
+        let logits = weights.forward(&input, index_pos)?;
+        logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
+    };
+    run().map_err(|e| format!("candle: {e}"))
 }
 
 /// GGUF type ids candle 0.11 implements (F32, F16, Q4_0 … Q8_K, BF16).

@@ -110,3 +110,108 @@ pub trait Session: Send {
         None
     }
 }
+
+/// The tokens of one request, as [`decode_greedy`] produced and timed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedTokens {
+    pub token_times_ns: Vec<u64>,
+    pub token_ids: Vec<u32>,
+    pub eog_tokens: u64,
+    pub stop_reason: crate::StopReason,
+}
+
+/// The decode loop every in-process engine shares, so that fixed output length, end-of-generation handling,
+/// per-token timestamps and cancellation mean the same thing for each of them.
+///
+/// `next_token(None)` returns the greedy token from the prompt's logits; `next_token(Some(t))` feeds `t` to
+/// the engine (position bookkeeping is the engine's) and returns the next greedy token, with the device
+/// synchronized. Each token is timestamped (nanoseconds since `start`) the moment it is available. Exactly
+/// `request.max_tokens` tokens are produced unless `stop_at_eos` lets an end-of-generation token end early;
+/// `cancel` is polled between tokens.
+pub fn decode_greedy(
+    start: std::time::Instant,
+    request: &GenerationRequest,
+    cancel: &AtomicBool,
+    is_end_of_generation: impl Fn(u32) -> bool,
+    mut next_token: impl FnMut(Option<u32>) -> Result<u32, BackendError>,
+) -> Result<DecodedTokens, BackendError> {
+    let max_tokens = request.max_tokens as usize;
+    let mut decoded = DecodedTokens {
+        token_times_ns: Vec::with_capacity(max_tokens),
+        token_ids: Vec::with_capacity(max_tokens),
+        eog_tokens: 0,
+        stop_reason: crate::StopReason::Length,
+    };
+    let mut previous = None;
+    loop {
+        let token = next_token(previous)?;
+        decoded.token_times_ns.push(crate::elapsed_ns(start));
+        decoded.token_ids.push(token);
+        if is_end_of_generation(token) {
+            decoded.eog_tokens += 1;
+            if request.stop_at_eos {
+                decoded.stop_reason = crate::StopReason::EndOfSequence;
+                break;
+            }
+        }
+        if decoded.token_ids.len() >= max_tokens {
+            break;
+        }
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(BackendError::Cancelled);
+        }
+        previous = Some(token);
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(max_tokens: u32, stop_at_eos: bool) -> GenerationRequest {
+        GenerationRequest { prompt: "p".into(), max_tokens, seed: 0, stop_at_eos }
+    }
+
+    #[test]
+    fn produces_exactly_max_tokens_and_feeds_each_back() {
+        let mut fed = Vec::new();
+        let start = std::time::Instant::now();
+        let out = decode_greedy(
+            start,
+            &request(4, false),
+            &AtomicBool::new(false),
+            |t| t == 2,
+            |prev| {
+                fed.push(prev);
+                Ok(fed.len() as u32) // tokens 1, 2 (end of generation, decoded past), 3, 4
+            },
+        )
+        .unwrap();
+        assert_eq!(out.token_ids, [1, 2, 3, 4]);
+        assert_eq!(fed, [None, Some(1), Some(2), Some(3)], "the last token is never fed back");
+        assert_eq!(out.eog_tokens, 1);
+        assert_eq!(out.stop_reason, crate::StopReason::Length);
+        assert!(out.token_times_ns.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn stop_at_eos_and_cancel() {
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        let out = decode_greedy(
+            start,
+            &request(9, true),
+            &AtomicBool::new(false),
+            |t| t == 2,
+            |_| {
+                n += 1;
+                Ok(n)
+            },
+        )
+        .unwrap();
+        assert_eq!((out.token_ids, out.stop_reason), (vec![1, 2], crate::StopReason::EndOfSequence));
+        let cancelled = decode_greedy(start, &request(9, false), &AtomicBool::new(true), |_| false, |_| Ok(7));
+        assert!(matches!(cancelled, Err(BackendError::Cancelled)));
+    }
+}

@@ -14,7 +14,7 @@ mod result;
 mod sample;
 mod stats;
 
-pub use backend::{Backend, BackendError, EngineInfo, GenerationRequest, Session};
+pub use backend::{decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, Session};
 pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{EngineParams, FlashAttention, GenerationParams};
 pub use result::{

@@ -12,7 +12,7 @@
 use std::ffi::CStr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -27,8 +27,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use velollm_core::{
-    argmax, elapsed_ns, Backend, BackendError, EngineCounters, EngineInfo, EngineParams, FlashAttention,
-    GenerationRequest, RawSample, Session, StopReason,
+    argmax, decode_greedy, elapsed_ns, Backend, BackendError, EngineCounters, EngineInfo, EngineParams, FlashAttention,
+    GenerationRequest, RawSample, Session,
 };
 
 /// The version of the llama-cpp-sys-2 crate whose llama.cpp sources are compiled in.
@@ -272,8 +272,6 @@ impl Engine<'_> {
     ) -> Result<RawSample, BackendError> {
         let vocab = self.model.vocab();
         let max_tokens = request.max_tokens as usize;
-        let mut token_times_ns = Vec::with_capacity(max_tokens);
-        let mut token_ids = Vec::with_capacity(max_tokens);
         context.clear_kv_cache();
         context.reset_timings();
 
@@ -305,33 +303,28 @@ impl Engine<'_> {
         context.synchronize();
         let prompt_eval_ns = elapsed_ns(start) - prefill_start_ns;
 
-        let mut logits_index = self.batch.n_tokens() - 1;
-        let mut eog_tokens = 0u64;
-        let mut stop_reason = StopReason::Length;
-        loop {
-            let token = LlamaToken(argmax(context.get_logits_ith(logits_index)) as i32);
-            token_times_ns.push(elapsed_ns(start));
-            token_ids.push(token.0 as u32);
-            if vocab.is_eog(token) {
-                eog_tokens += 1;
-                if request.stop_at_eos {
-                    stop_reason = StopReason::EndOfSequence;
-                    break;
-                }
-            }
-            if token_ids.len() == max_tokens {
-                break;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                return Err(BackendError::Cancelled);
-            }
-            self.batch.clear();
-            self.batch.add(token, position, &[0], true).map_err(generation_error)?;
-            position += 1;
-            context.decode(&mut self.batch).map_err(generation_error)?;
-            context.synchronize();
-            logits_index = 0;
-        }
+        let prompt_logits_index = self.batch.n_tokens() - 1;
+        let batch = &mut self.batch;
+        let decoded = decode_greedy(
+            start,
+            request,
+            cancel,
+            |token| vocab.is_eog(LlamaToken(token as i32)),
+            |previous| {
+                let logits_index = match previous {
+                    None => prompt_logits_index,
+                    Some(token) => {
+                        batch.clear();
+                        batch.add(LlamaToken(token as i32), position, &[0], true).map_err(generation_error)?;
+                        position += 1;
+                        context.decode(batch).map_err(generation_error)?;
+                        context.synchronize();
+                        0
+                    }
+                };
+                Ok(argmax(context.get_logits_ith(logits_index)) as u32)
+            },
+        )?;
 
         let timings = context.timings();
         let engine_counters = EngineCounters {
@@ -344,10 +337,10 @@ impl Engine<'_> {
             prompt_tokens: prompt.len() as u64,
             tokenize_ns,
             prompt_eval_ns,
-            token_times_ns,
-            stop_reason,
-            eog_tokens,
-            token_ids,
+            token_times_ns: decoded.token_times_ns,
+            stop_reason: decoded.stop_reason,
+            eog_tokens: decoded.eog_tokens,
+            token_ids: decoded.token_ids,
             engine_counters: Some(engine_counters),
             server: None,
         })
