@@ -98,29 +98,82 @@ fn output_path_is_a_directory() {
 }
 
 #[test]
-fn zero_iterations_and_zero_tokens() {
-    let dir = scratch("zero");
+fn every_invalid_number_is_one_line_naming_the_flag_and_the_range() {
+    let dir = scratch("numbers");
     let out_path = dir.join("r.json");
-    for (flag, expected) in
-        [("--iterations", "iterations must be at least 1"), ("--max-tokens", "max_tokens must be at least 1")]
-    {
-        let out = run(&["benchmark", "-m", &smollm2(), flag, "0", "-o", out_path.to_str().unwrap()]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--iterations", "0"], "invalid --iterations 0: out of range (allowed: 1–10000)"),
+        (&["--iterations", "99999"], "invalid --iterations 99999: out of range (allowed: 1–10000)"),
+        (&["--iterations", "-2"], "invalid --iterations -2: out of range (allowed: 1–10000)"),
+        (&["--iterations", "five"], "invalid --iterations 'five': not a whole number (allowed: 1–10000)"),
+        (&["--max-tokens", "0"], "invalid --max-tokens 0: out of range (allowed: 1–2047)"),
+        (&["--max-tokens", "4096"], "invalid --max-tokens 4096: out of range (allowed: 1–2047)"),
+        (&["--warmup", "-1"], "invalid --warmup -1: out of range (allowed: 0–1000)"),
+        (&["--threads", "0"], "invalid --threads 0: out of range (allowed: 1–1024)"),
+        (&["--threads", "-4"], "invalid --threads '-4': '-4' is negative (allowed: 1–1024)"),
+        (&["--threads", "2x"], "invalid --threads '2x': '2x' is not a whole number (allowed: 1–1024)"),
+        (&["--ctx-size", "0"], "invalid --ctx-size 0: out of range (allowed: 1–1048576)"),
+        (&["--ctx-size", "99999999"], "invalid --ctx-size 99999999: out of range (allowed: 1–1048576)"),
+        (&["--batch-size", "0"], "invalid --batch-size 0: out of range (allowed: 1–2048)"),
+        (&["--batch-size", "4096"], "invalid --batch-size 4096: out of range (allowed: 1–2048)"),
+        (&["--batch-size", "18446744073709551615"], "larger than 4294967295"),
+        (&["--ubatch-size", "0"], "invalid --ubatch-size 0: out of range (allowed: 1–2048)"),
+        (
+            &["--ubatch-size", "1024", "--batch-size", "512"],
+            "invalid --ubatch-size 1024: out of range (allowed: 1–512)",
+        ),
+        (&["--n-gpu-layers", "-1"], "invalid --n-gpu-layers '-1': '-1' is negative (allowed: 0–100000 or all)"),
+        (&["-ngl", "some"], "invalid --n-gpu-layers 'some': 'some' is not a whole number"),
+        (&["--threads", "8-1"], "invalid --threads '8-1': the range starts at 8, after its end 1"),
+        (&["--flash-attn", "maybe"], "invalid flash-attention policy 'maybe' (expected auto, on or off)"),
+        (&["--cache-type-k", "q3_k"], "invalid KV cache type 'q3_k'"),
+        (&["--repetitions", "0"], "invalid --repetitions 0: out of range (allowed: 1–10000); or 'auto'"),
+        (&["--target-ci", "0"], "invalid --target-ci 0: out of range"),
+        (&["--max-time", "-5"], "invalid --max-time -5: out of range"),
+        (&["--pp", "0"], "invalid --pp 0: out of range (allowed: 1–1048576)"),
+        (&["--pg", "512"], "invalid --pg '512': expected two numbers P,T"),
+        (&["--depth", "64"], "--depth applies to llama-bench tests"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["benchmark", "-m", SMOLLM2, "-o", out_path.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let out = run(&full);
         assert_clean_failure(&out, expected);
-        assert!(!stdout(&out).contains("Loading model"), "rejected before loading: {}", stdout(&out));
-        assert!(!Path::new(&out_path).exists());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: a usage error exits with 2: {}", stderr(&out));
+        assert!(!stdout(&out).contains("Loading model"), "{args:?} rejected before loading: {}", stdout(&out));
+        assert!(!Path::new(&out_path).exists(), "{args:?}: no results file for rejected input");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn prompt_longer_than_context() {
+fn prompt_longer_than_context_is_a_failed_row() {
     let long_prompt = "The quick brown fox jumps over the lazy dog. ".repeat(40);
-    check_rejected(
-        "long-prompt",
-        &["-m", &smollm2(), "--ctx-size", "128", "--prompt", &long_prompt],
-        // llama.cpp pads the context to a multiple of 256, and the message reports the real size.
-        "does not fit the context of",
-    );
+    let dir = scratch("long-prompt");
+    let out_path = dir.join("r.json");
+    let out = run(&[
+        "benchmark",
+        "-m",
+        &smollm2(),
+        "--ctx-size",
+        "128",
+        "--prompt",
+        &long_prompt,
+        "--max-tokens",
+        "2",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    // llama.cpp pads the context to a multiple of 256, and the message reports the real size.
+    assert_clean_failure(&out, "does not fit the context of 256 tokens; raise --ctx-size");
+    // Nothing was measured, but what was tried and why it failed is recorded.
+    let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(rows[0]["status"], "failed");
+    assert!(rows[0]["error"].as_str().unwrap().contains("does not fit the context of 256 tokens"));
+    assert_eq!(rows[0]["iterations_completed"], 0);
+    assert!(rows[0]["tokens_per_second"].is_null());
+    assert_eq!(rows[0]["parameters"]["effective"]["n_ctx"], 256, "the padded context is recorded");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -129,18 +182,64 @@ fn unknown_backend() {
 }
 
 #[test]
-fn invalid_flag_value_is_a_usage_error() {
-    let out = run(&["benchmark", "--flash-attn", "sometimes"]);
-    assert_eq!(out.status.code(), Some(2), "clap's usage error: {}", stderr(&out));
-    assert!(stderr(&out).contains("expected auto, on or off"), "{}", stderr(&out));
+fn unknown_flag_is_one_usage_line() {
+    let out = run(&["benchmark", "--no-such-flag"]);
+    assert_clean_failure(&out, "unexpected argument '--no-such-flag'");
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
-fn absent_default_model_names_the_fetch_command() {
-    let empty = scratch("no-models");
-    let out = velollm().env("VELOLLM_MODEL_DIR", &empty).args(["benchmark", "--max-tokens", "2"]).output().unwrap();
-    assert_clean_failure(&out, "fetch it with: scripts/fetch-models.sh smollm2-135m");
-    let _ = std::fs::remove_dir_all(&empty);
+fn absent_default_model_tells_an_installed_user_how_to_get_it() {
+    // An installed binary run outside the repository: no ./models, an empty data directory.
+    let elsewhere = scratch("no-models");
+    let out = velollm()
+        .current_dir(&elsewhere)
+        .env_remove("VELOLLM_MODELS")
+        .env("XDG_DATA_HOME", elsewhere.join("data"))
+        .args(["benchmark", "--max-tokens", "2"])
+        .output()
+        .unwrap();
+    let data_dir = elsewhere.join("data/velollm/models");
+    assert_clean_failure(
+        &out,
+        &format!(
+            "model 'smollm2-135m' is not downloaded (looked for SmolLM2-135M-Instruct.Q4_1.gguf in models, {}); \
+             get it with: velollm fetch smollm2-135m",
+            data_dir.display()
+        ),
+    );
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}
+
+#[test]
+fn models_are_found_in_velollm_models_and_the_data_directory() {
+    let elsewhere = scratch("model-dirs");
+    let store = elsewhere.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::os::unix::fs::symlink(model(SMOLLM2), store.join(SMOLLM2)).unwrap();
+    let args = ["benchmark", "-m", "smollm2-135m", "--prompt", "Hi", "--max-tokens", "2", "--iterations", "1"];
+    let out = velollm()
+        .current_dir(&elsewhere)
+        .env("VELOLLM_MODELS", &store)
+        .env("XDG_DATA_HOME", elsewhere.join("none"))
+        .args(args)
+        .args(["--warmup", "0", "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "$VELOLLM_MODELS: {}", stderr(&out));
+    let data = elsewhere.join("data");
+    std::fs::create_dir_all(data.join("velollm")).unwrap();
+    std::fs::rename(&store, data.join("velollm/models")).unwrap();
+    let out = velollm()
+        .current_dir(&elsewhere)
+        .env_remove("VELOLLM_MODELS")
+        .env("XDG_DATA_HOME", &data)
+        .args(args)
+        .args(["--warmup", "0", "-q"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "XDG data directory: {}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&elsewhere);
 }
 
 #[test]
@@ -148,10 +247,10 @@ fn verbose_routes_llama_cpp_logs_and_quiet_default_hides_them() {
     let args =
         ["benchmark", "-m", SMOLLM2, "--prompt", "Hi", "--max-tokens", "2", "--iterations", "1", "--warmup", "0"];
     let model_dir = repo_root().join("models");
-    let quiet = velollm().env("VELOLLM_MODEL_DIR", &model_dir).args(args).output().unwrap();
+    let quiet = velollm().env("VELOLLM_MODELS", &model_dir).args(args).output().unwrap();
     assert!(quiet.status.success(), "{}", stderr(&quiet));
     assert!(!stderr(&quiet).contains("llama_model_loader"), "llama.cpp logs leaked: {}", stderr(&quiet));
-    let verbose = velollm().env("VELOLLM_MODEL_DIR", &model_dir).arg("-v").args(args).output().unwrap();
+    let verbose = velollm().env("VELOLLM_MODELS", &model_dir).arg("-v").args(args).output().unwrap();
     assert!(verbose.status.success(), "{}", stderr(&verbose));
     assert!(stderr(&verbose).contains("llama_model_loader"), "no llama.cpp log with -v: {}", stderr(&verbose));
 }

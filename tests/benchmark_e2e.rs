@@ -68,6 +68,10 @@ fn standard_suite_end_to_end() {
     for row in rows {
         assert_eq!(row["backend"], "llamacpp");
         assert_eq!(row["complete"], true);
+        assert_eq!(row["status"], "ok");
+        assert_eq!(row["test"]["kind"], "text");
+        assert_eq!(row["test"]["n_gen"], 7);
+        assert!(row["avg_ts"].is_null(), "llama-bench figures are for token tests only");
         assert_eq!(row["eval_count"], 7, "exactly max_tokens per iteration");
         assert_eq!(row["total_tokens"], 14);
         assert_eq!(row["samples"].as_array().unwrap().len(), 2);
@@ -77,7 +81,22 @@ fn standard_suite_end_to_end() {
         assert_eq!(row["model"]["architecture"], "llama");
         assert_eq!(row["model"]["quantization"], "Q4_1");
         assert!(row["environment"]["backend_version"].as_str().unwrap().contains("llama.cpp"));
-        assert!(row["parameters"]["engine"]["threads"].as_u64().unwrap() >= 1);
+        // What was asked for, and what the engine did with it (a CPU-only build offloads nothing).
+        let requested = &row["parameters"]["requested"];
+        let effective = &row["parameters"]["effective"];
+        assert!(requested["n_threads"].as_u64().unwrap() >= 1);
+        assert_eq!(requested["n_gpu_layers"], "all");
+        assert_eq!(effective["n_gpu_layers"], 0, "no GPU backend in this build: 0 layers offloaded");
+        assert_eq!(effective["n_layers_total"], 31, "SmolLM2's 30 layers plus the output layer");
+        assert_eq!(effective["n_ctx"], 2048);
+        assert_eq!(effective["n_batch"], 2048);
+        assert_eq!(effective["n_ubatch"], 512);
+        assert_eq!(effective["n_threads"], requested["n_threads"]);
+        assert!(matches!(effective["flash_attn"].as_str(), Some("on" | "off")), "auto is resolved: {effective}");
+        assert_eq!(effective["type_k"], "f16");
+        let kinds: Vec<&str> =
+            effective["context_buffers"].as_array().unwrap().iter().map(|b| b["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"kv_cache") && kinds.contains(&"compute"), "llama.cpp's buffers: {kinds:?}");
         for sample in row["samples"].as_array().unwrap() {
             let m = &sample["metrics"];
             let times: Vec<u64> =
@@ -214,5 +233,11 @@ fn ctrl_c_keeps_finished_benchmarks_and_exits_non_zero() {
     assert!(!rows.is_empty() && rows.len() < 3, "expected a partial run, got {} rows", rows.len());
     assert_eq!(rows[0]["config"]["name"], "short_completion");
     assert_eq!(rows[0]["complete"], true);
+    // The benchmark that was interrupted keeps its finished iterations, marked incomplete.
+    if let Some(last) = rows.get(1) {
+        assert_eq!(last["status"], "incomplete");
+        assert_eq!(last["error"], "interrupted");
+        assert_eq!(last["samples"].as_array().unwrap().len() as u64, last["iterations_completed"].as_u64().unwrap());
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,6 @@
 //! The guide's "Custom Benchmarks" API on the real default model, in-process.
 
-use velollm_benchmarks::{BenchmarkConfig, BenchmarkRunner, RunOptions};
+use velollm_benchmarks::{BenchmarkConfig, BenchmarkRunner, ContextParams, LoadParams, RunOptions};
 
 fn default_model_path() -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -27,16 +27,25 @@ async fn guide_example_runs_on_llamacpp() -> anyhow::Result<()> {
     assert_eq!(result.samples.len(), 3);
     assert_eq!(result.eval_count, 12);
     assert_eq!(result.config, config);
-    // The mean is the mean of the per-iteration rates, and lies within their range.
-    let stats = result.statistics.tokens_per_second.unwrap();
-    assert!(stats.min <= rate && rate <= stats.max);
+    // The headline is the mean of the per-iteration decode rates, each (tokens − 1) / (last − first token).
+    let rates: Vec<f64> = result
+        .samples
+        .iter()
+        .map(|s| {
+            let times = &s.raw.token_times_ns;
+            assert_eq!(times.len(), 12, "every iteration generates exactly max_tokens");
+            11.0 / ((times[11] - times[0]) as f64 / 1e9)
+        })
+        .collect();
+    let mean = rates.iter().sum::<f64>() / 3.0;
+    assert!((rate - mean).abs() < 1e-9 * mean, "headline {rate} is not the mean of {rates:?}");
+    assert_eq!(result.statistics.tokens_per_second.unwrap().n, 3);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn threads_and_warmup_are_recorded() -> anyhow::Result<()> {
-    let mut options = RunOptions { warmup_iterations: 0, ..RunOptions::default() };
-    options.engine.threads = 1;
+    let options = RunOptions { warmup_iterations: 0, ..RunOptions::default() };
     let config = BenchmarkConfig {
         name: "one_thread".into(),
         model: default_model_path(),
@@ -44,8 +53,13 @@ async fn threads_and_warmup_are_recorded() -> anyhow::Result<()> {
         max_tokens: 3,
         iterations: 1,
     };
-    let result = BenchmarkRunner::new("llamacpp").with_options(options).run(&config).await?;
-    assert_eq!(result.parameters.engine.as_ref().unwrap().threads, 1);
+    let result = BenchmarkRunner::new("llamacpp")
+        .with_options(options)
+        .with_params(LoadParams::default(), ContextParams::with_threads(1))
+        .run(&config)
+        .await?;
+    assert_eq!(result.parameters.requested.context.n_threads, 1);
+    assert_eq!(result.parameters.effective.as_ref().unwrap().context.n_threads, Some(1));
     assert_eq!(result.parameters.warmup_iterations, 0);
     Ok(())
 }

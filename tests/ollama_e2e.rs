@@ -104,7 +104,11 @@ fn ollama_benchmark_records_client_and_server_clocks() {
     assert_eq!(row["prompt_tokens_per_second"], 2000.0);
     assert_eq!(row["eval_count"], 5);
     assert_eq!(row["total_tokens"], 15);
-    assert!(row["parameters"]["engine"].is_null(), "a server decides its own engine parameters");
+    // A server decides its own engine parameters: what it did not say is absent, not guessed.
+    let effective = &row["parameters"]["effective"];
+    assert!(effective["n_gpu_layers"].is_null() && effective["flash_attn"].is_null(), "{effective}");
+    assert_eq!(effective["n_ctx"], 2048, "the context the server was given");
+    assert_eq!(effective["n_threads"], 3, "sent because --threads was given");
     let model = &row["model"];
     assert_eq!(model["digest"], format!("sha256:{}", "d1".repeat(32)));
     assert_eq!(model["sha256"], "b1".repeat(32));
@@ -162,6 +166,81 @@ fn ollama_benchmark_records_client_and_server_clocks() {
     unique.dedup();
     assert_eq!(unique.len(), 4, "every request has its own prompt prefix");
     assert!(prompts.iter().all(|p| unique.contains(&p.as_str())), "the recorded prompt is the one sent");
+    // The server is left as it was found: the last request unloads the model.
+    let generate_requests = server.requests_to("/api/generate");
+    let last = generate_requests.last().unwrap();
+    assert_eq!((last["prompt"].as_str(), last["keep_alive"].as_i64()), (Some(""), Some(0)), "{last}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn keep_loaded_leaves_the_model_in_memory() {
+    let server = StandIn::start(Script::healthy("tiny"));
+    let out = bench(
+        &[
+            "-b",
+            "ollama",
+            "-m",
+            "tiny",
+            "--ollama-url",
+            &server.url,
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--keep-loaded",
+        ],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generate_requests = server.requests_to("/api/generate");
+    assert_eq!(generate_requests.len(), 2, "a preload and one iteration: {generate_requests:?}");
+    assert!(generate_requests.iter().all(|b| b.get("keep_alive").is_none()), "{generate_requests:?}");
+}
+
+#[test]
+fn a_prompt_the_server_truncated_is_flagged() {
+    // 12 prompt tokens + 5 generated fill a 16-token context: the server must have cut something.
+    let server = StandIn::start(Script::healthy("tiny"));
+    let dir = scratch("ollama-truncated");
+    let out_path = dir.join("r.json");
+    let out =
+        bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", &server.url, "--ctx-size", "16"], &[], Some(&out_path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("filled the server's context"), "{}", stdout(&out));
+    let row = &read_results(&out_path)[0];
+    assert_eq!(row["samples"][0]["raw"]["server"]["truncated"], true);
+    assert!(row["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("iterations [1, 2, 3]")));
+    // With room to spare nothing is flagged.
+    let out = bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", &server.url], &[], Some(&out_path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("filled the server's context"));
+    assert_eq!(read_results(&out_path)[0]["samples"][0]["raw"]["server"]["truncated"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_server_dying_in_iteration_k_keeps_iterations_before_it() {
+    // Two requests are answered, the third stream is cut off mid-way.
+    let script = Script { failure: Failure::Truncated, fail_after: 2, ..Script::healthy("tiny") };
+    let server = StandIn::start(script);
+    let dir = scratch("ollama-dies");
+    let out_path = dir.join("r.json");
+    let out = bench(
+        &["-b", "ollama", "-m", "tiny", "--ollama-url", &server.url, "--iterations", "4", "--warmup", "0"],
+        &[],
+        Some(&out_path),
+    );
+    assert_clean_failure(&out, "benchmark failed; every row, marked incomplete, is in");
+    assert!(stderr(&out).contains("repetition 3: "), "{}", stderr(&out));
+    let row = &read_results(&out_path)[0];
+    assert_eq!(row["status"], "incomplete");
+    assert_eq!(row["iterations_completed"], 2);
+    assert_eq!(row["samples"].as_array().unwrap().len(), 2);
+    assert!(row["error"].as_str().unwrap().contains("ended without its final chunk"), "{}", row["error"]);
+    assert_eq!(row["repetitions"]["stopped_because"], "error");
+    assert!(row["tokens_per_second"].as_f64().is_some(), "the two finished iterations are measured");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -249,10 +328,16 @@ fn finished_benchmarks_survive_a_later_server_failure() {
         .args(["--iterations", "1", "--warmup", "0", "-o", out_path.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_clean_failure(&out, "after 1 finished benchmark(s), which were kept");
+    assert_clean_failure(&out, "2 of 3 runs did not complete; every row, marked failed, is in");
+    assert!(stderr(&out).contains("Ollama reported an error during generation: boom"), "{}", stderr(&out));
+    // The finished benchmark is kept; the ones the server failed are rows that say why.
     let results = read_results(&out_path);
-    assert_eq!(results.as_array().unwrap().len(), 1);
-    assert_eq!(results[0]["config"]["name"], "short_completion");
+    let rows = results.as_array().unwrap();
+    let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["ok", "failed", "failed"]);
+    assert_eq!(rows[0]["config"]["name"], "short_completion");
+    assert_eq!(rows[0]["samples"].as_array().unwrap().len(), 1);
+    assert!(rows[1]["error"].as_str().unwrap().contains("boom"), "{}", rows[1]["error"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -309,16 +394,17 @@ fn llamacpp_runs_the_file_from_the_ollama_store_and_compares_backends() {
     let out = bench(&["-m", "tiny:7b"], &[("OLLAMA_MODELS", store.to_str().unwrap())], None);
     assert_clean_failure(&out, "pull it with: ollama pull tiny:7b");
 
-    // In a comparison, one backend failing does not cost the other's rows.
+    // A model the in-process engine cannot find is bad input, said before any backend runs: the comparison
+    // would be one-sided.
     let partial = dir.join("partial.json");
     let out = bench(
         &["-b", "llamacpp,ollama", "-m", "tiny:1b", "--ollama-url", &server.url, "--iterations", "1", "--warmup", "0"],
         &[],
         Some(&partial),
     );
-    assert_clean_failure(&out, "benchmark failed on llamacpp after 1 finished benchmark(s), which were kept");
-    assert!(stderr(&out).contains("not in the Ollama model store"), "{}", stderr(&out));
-    assert_eq!(read_results(&partial)[0]["backend"], "ollama");
+    assert_clean_failure(&out, "model 'tiny:1b' is not in the Ollama model store");
+    assert!(!stdout(&out).contains("Checking Ollama availability"), "{}", stdout(&out));
+    assert!(!partial.exists(), "nothing ran, nothing was written");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

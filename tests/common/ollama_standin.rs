@@ -206,11 +206,13 @@ fn serve(
                 return not_found(&mut out, model);
             }
             if body["prompt"].as_str().unwrap_or_default().is_empty() {
-                // The preload: Ollama answers an empty prompt with a single load response.
+                // An empty prompt loads the model, or unloads it with `keep_alive: 0` (Ollama's API docs).
+                let unload = body["keep_alive"].as_i64() == Some(0) || body["keep_alive"].as_str() == Some("0");
+                let reason = if unload { "unload" } else { "load" };
                 return respond(
                     &mut out,
                     200,
-                    &json!({ "model": model, "response": "", "done": true, "done_reason": "load",
+                    &json!({ "model": model, "response": "", "done": true, "done_reason": reason,
                              "load_duration": script.load_duration_ns }),
                 );
             }

@@ -26,21 +26,25 @@
 #[cfg(feature = "hf")]
 pub mod hf;
 mod model;
+pub mod plan;
+pub mod range;
 mod runner;
 mod suite;
 
 pub use model::{
-    default_model_for, identify_model, known_models, model_dir, resolve_model, resolve_model_source, KnownModel,
-    ResolvedModel, DEFAULT_MODEL,
+    default_model_for, fetch_dir, identify_model, known_models, model_dirs, resolve_model, resolve_model_source,
+    user_model_dir, KnownModel, ResolvedModel, DEFAULT_MODEL,
 };
+pub use plan::{AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase};
 pub use runner::{
-    available_backends, resolve_backend, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, RunOptions,
-    ServerConnection, SuiteOutcome, AUTO_BACKEND,
+    available_backends, ci_half_width_percent, prepare, resolve_backend, run_plan, validate_tests, BenchmarkRunner,
+    ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions, RunOutcome, ServerConnection,
+    SuiteOutcome, AUTO_BACKEND,
 };
 pub use suite::standard_suite;
 pub use velollm_core::{
-    BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, FlashAttention, GenerationParams,
-    IterationMetrics, Measured, ModelIdentity,
+    BackendError, BenchmarkConfig, BenchmarkResult, ContextParams, EngineInfo, FlashAttention, GenerationParams,
+    GpuLayers, IterationMetrics, KvCacheType, LoadParams, Measured, ModelIdentity, RowStatus, SplitMode, TokenTest,
 };
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
@@ -52,8 +56,8 @@ pub enum BenchError {
     InvalidConfig(String),
     #[error("{0}")]
     Model(String),
-    #[error("model '{reference}' is not downloaded (expected at {path}); fetch it with: {fetch_command}")]
-    ModelMissing { reference: String, path: String, fetch_command: String },
+    #[error("model '{reference}' is not downloaded (looked for {file} in {searched}); get it with: {fetch_command}")]
+    ModelMissing { reference: String, file: String, searched: String, fetch_command: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("interrupted")]

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 use velollm_core::ModelIdentity;
@@ -59,9 +60,36 @@ pub fn known_models() -> Vec<KnownModel> {
         .collect()
 }
 
-/// Where the project's models live: `$VELOLLM_MODEL_DIR`, else `models/` in the working directory.
-pub fn model_dir() -> PathBuf {
-    std::env::var_os("VELOLLM_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+/// The directories a model name is looked up in, in order: `./models` (a clone of the repository),
+/// `$VELOLLM_MODELS`, then the user's data directory (`$XDG_DATA_HOME/velollm/models`, by default
+/// `~/.local/share/velollm/models`), where `velollm fetch` puts models for an installed binary.
+pub fn model_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("models")];
+    if let Some(dir) = std::env::var_os("VELOLLM_MODELS").filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(dir));
+    }
+    dirs.extend(user_model_dir());
+    dirs
+}
+
+/// `$XDG_DATA_HOME/velollm/models`, else `$HOME/.local/share/velollm/models`.
+pub fn user_model_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("XDG_DATA_HOME")
+        .or_else(|| var("HOME").map(|home| home.join(".local/share")))
+        .map(|data| data.join("velollm").join("models"))
+}
+
+/// Where `velollm fetch` puts a model: `$VELOLLM_MODELS` when set, `./models` inside a clone of the
+/// repository, else the user's data directory.
+pub fn fetch_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VELOLLM_MODELS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if Path::new("models/manifest.tsv").is_file() {
+        return PathBuf::from("models");
+    }
+    user_model_dir().unwrap_or_else(|| PathBuf::from("models"))
 }
 
 /// A model reference resolved to a local file.
@@ -74,13 +102,21 @@ pub struct ResolvedModel {
 
 /// Resolves a model reference to a file path (see [`resolve_model_source`]).
 pub fn resolve_model(reference: &str) -> Result<PathBuf, BenchError> {
-    resolve_model_source(reference, false).map(|resolved| resolved.path)
+    resolve_model_source(reference, false, &AtomicBool::new(false)).map(|resolved| resolved.path)
 }
 
 /// Resolves any model reference (module docs) to a local file. `show_progress` draws a progress bar for a
-/// Hugging Face download.
-pub fn resolve_model_source(reference: &str, show_progress: bool) -> Result<ResolvedModel, BenchError> {
+/// Hugging Face download; `cancel` is checked before and after it (a download in progress is ended by the
+/// CLI's interrupt handling).
+pub fn resolve_model_source(
+    reference: &str,
+    show_progress: bool,
+    cancel: &AtomicBool,
+) -> Result<ResolvedModel, BenchError> {
     let _ = show_progress;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(BenchError::Interrupted);
+    }
     if reference.starts_with("hf:") {
         #[cfg(feature = "hf")]
         return crate::hf::resolve(reference, show_progress).map(|path| ResolvedModel { path, digest: None });
@@ -117,14 +153,16 @@ fn resolve_local(reference: &str) -> Result<PathBuf, BenchError> {
     }
     let known = known_models();
     if let Some(model) = known.iter().find(|m| m.name == reference || m.file == reference) {
-        let path = model_dir().join(model.file);
-        if path.exists() {
+        let dirs = model_dirs();
+        if let Some(path) = dirs.iter().map(|dir| dir.join(model.file)).find(|path| path.is_file()) {
             return Ok(path);
         }
+        let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(BenchError::ModelMissing {
             reference: reference.to_string(),
-            path: path.display().to_string(),
-            fetch_command: format!("scripts/fetch-models.sh {}", model.name),
+            file: model.file.to_string(),
+            searched: searched.join(", "),
+            fetch_command: format!("velollm fetch {}", model.name),
         });
     }
     let looks_like_path = reference.contains('/') || reference.ends_with(".gguf");
@@ -139,10 +177,14 @@ fn resolve_local(reference: &str) -> Result<PathBuf, BenchError> {
 }
 
 /// Reads and checks the file's header, hashes it, and describes it. Fails on a missing, foreign or
-/// truncated file before any engine sees it.
-pub fn identify_model(reference: &str, path: &Path) -> Result<ModelIdentity, BenchError> {
+/// truncated file before any engine sees it. Hashing a multi-GB file polls `cancel` between megabytes.
+pub fn identify_model(reference: &str, path: &Path, cancel: &AtomicBool) -> Result<ModelIdentity, BenchError> {
     let gguf = GgufFile::read(path, ReadOptions::default()).map_err(|e| BenchError::Model(e.to_string()))?;
-    let sha256 = sha256_file(path).map_err(|e| BenchError::Model(format!("cannot read {}: {e}", path.display())))?;
+    let sha256 = match sha256_file(path, cancel) {
+        Ok(Some(hash)) => hash,
+        Ok(None) => return Err(BenchError::Interrupted),
+        Err(e) => return Err(BenchError::Model(format!("cannot read {}: {e}", path.display()))),
+    };
     let synthetic = gguf.get("general.synthetic").and_then(|v| v.as_bool()).unwrap_or(false);
     Ok(ModelIdentity {
         reference: reference.to_string(),
@@ -158,18 +200,22 @@ pub fn identify_model(reference: &str, path: &Path) -> Result<ModelIdentity, Ben
     })
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// The file's sha256, or `None` when `cancel` was set while hashing.
+fn sha256_file(path: &Path, cancel: &AtomicBool) -> std::io::Result<Option<String>> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(Some(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod tokenizer;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,8 +26,9 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use velollm_core::{
-    argmax, decode_greedy, elapsed_ns, Backend, BackendError, EngineInfo, EngineParams, GenerationRequest, RawSample,
-    Session,
+    argmax, decode_greedy, elapsed_ns, Backend, BackendError, ContextParams, EffectiveContext, EffectiveLoad,
+    EngineInfo, FlashAttention, GenerationRequest, KvCacheType, LoadParams, ModelSource, RawSample, Session,
+    StopReason, TokenRequest, TokenRng,
 };
 use velollm_gguf::{GgufFile, ReadOptions};
 
@@ -69,12 +70,17 @@ pub fn configure_threads(threads: u32) -> Result<u32, String> {
 }
 
 /// The in-process candle engine (CPU).
-#[derive(Debug, Clone, Default)]
-pub struct CandleBackend;
+#[derive(Debug, Clone)]
+pub struct CandleBackend {
+    /// The thread count candle's pools are created with. candle sizes them once per process, before its first
+    /// computation (which happens while a model loads), so this is fixed when the backend is made; a context
+    /// asking for another count is refused with a one-line error rather than silently run with this one.
+    threads: u32,
+}
 
 impl CandleBackend {
-    pub fn new() -> CandleBackend {
-        CandleBackend
+    pub fn new(threads: u32) -> CandleBackend {
+        CandleBackend { threads: threads.max(1) }
     }
 }
 
@@ -103,13 +109,108 @@ impl Backend for CandleBackend {
         "candle"
     }
 
-    fn load(&self, model: &Path, params: &EngineParams) -> Result<Box<dyn Session>, BackendError> {
-        let load_error = |reason: String| BackendError::Load { path: model.display().to_string(), reason };
-        let threads = configure_threads(params.threads).map_err(load_error)?;
+    fn load_model(
+        &self,
+        source: &ModelSource,
+        params: &LoadParams,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Box<dyn velollm_core::LoadedModel>, BackendError> {
+        let ModelSource::File(path) = source else {
+            return Err(BackendError::Unsupported(format!(
+                "candle runs local GGUF files; '{}' is a server model name",
+                source.describe()
+            )));
+        };
+        let load_error = |reason: String| BackendError::Load { path: path.display().to_string(), reason };
+        let threads = configure_threads(self.threads).map_err(load_error)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BackendError::Cancelled);
+        }
         let start = Instant::now();
-        let loaded = LoadedModel::load(model, params.ctx_size).map_err(load_error)?;
+        let model = CandleModel::load(path, u32::MAX).map_err(load_error)?;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
-        Ok(Box::new(CandleSession { model: loaded, load_ms, threads }))
+        let mut warnings = Vec::new();
+        if !params.use_mmap {
+            warnings.push("candle reads the model into memory whatever --no-mmap says".to_string());
+        }
+        Ok(Box::new(CandleLoaded { model, load_ms, threads, warnings }))
+    }
+}
+
+/// A candle model with its weights in memory. Contexts only set the limits a request may use: candle's KV
+/// cache grows with each request and is dropped when the next one starts at position 0.
+struct CandleLoaded {
+    model: CandleModel,
+    load_ms: f64,
+    threads: u32,
+    warnings: Vec<String>,
+}
+
+impl velollm_core::LoadedModel for CandleLoaded {
+    fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    fn engine_info(&self) -> EngineInfo {
+        engine_info(self.threads)
+    }
+
+    fn effective_load(&self) -> EffectiveLoad {
+        EffectiveLoad {
+            // This build of candle computes on the CPU only.
+            n_gpu_layers: Some(0),
+            n_layers_total: self.model.n_layers.map(|n| n + 1),
+            gpu_devices: Vec::new(),
+            split_mode: None,
+            main_gpu: None,
+            use_mmap: Some(false),
+            model_buffers: Vec::new(),
+        }
+    }
+
+    fn load_warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    fn new_context(&mut self, params: &ContextParams) -> Result<Box<dyn Session + '_>, BackendError> {
+        if params.n_threads.max(1) != self.threads {
+            return Err(BackendError::Context(format!(
+                "candle's thread pools run {} threads in this process and cannot be resized; run --threads {} \
+                 in a separate invocation",
+                self.threads, params.n_threads
+            )));
+        }
+        let context_size = params.n_ctx.min(self.model.position_limit);
+        let mut warnings = Vec::new();
+        if context_size < params.n_ctx {
+            warnings.push(format!(
+                "candle's {} module computes {} positions at most: the context is {context_size}, not {}",
+                self.model.architecture, self.model.position_limit, params.n_ctx
+            ));
+        }
+        if params.flash_attn == FlashAttention::On {
+            warnings.push("candle has no flash attention: it ran with flash attention off".to_string());
+        }
+        let kv = KvCacheType::F32;
+        if params.type_k != kv || params.type_v != kv {
+            warnings.push(format!(
+                "candle keeps its KV cache in f32 (requested K {}, V {}): recorded as f32",
+                params.type_k, params.type_v
+            ));
+        }
+        let effective = EffectiveContext {
+            n_ctx: context_size,
+            // A prompt is evaluated in one call: candle has no logical or physical batch to set.
+            n_batch: None,
+            n_ubatch: None,
+            n_threads: Some(self.threads),
+            flash_attn: Some(FlashAttention::Off),
+            type_k: Some(kv.to_string()),
+            type_v: Some(kv.to_string()),
+            context_buffers: Vec::new(),
+        };
+        self.model.context_size = context_size;
+        Ok(Box::new(CandleSession { model: &mut self.model, effective, warnings }))
     }
 }
 
@@ -134,19 +235,27 @@ impl Weights {
 }
 
 /// A model ready to generate: weights, tokenizer and the context it may use.
-pub struct LoadedModel {
+pub struct CandleModel {
     weights: Weights,
     pub tokenizer: Tokenizer,
     /// Tokens a request may occupy (prompt plus output).
     pub context_size: u32,
+    /// The most positions candle's module for this architecture computes correctly.
+    pub position_limit: u32,
     pub architecture: String,
+    /// Repeating layers (`<arch>.block_count`).
+    pub n_layers: Option<u32>,
     device: Device,
 }
 
-impl LoadedModel {
+/// Positions prepared for architectures whose tables velollm builds (Gemma 3): enough for any test here,
+/// and small (RoPE tables of this many rows).
+const GEMMA3_MAX_POSITIONS: u64 = 32_768;
+
+impl CandleModel {
     /// Reads `path`: checks architecture and tensor types first (one-line errors), then builds the tokenizer
     /// and candle's model. `ctx_size` is capped to what candle's module computes correctly.
-    pub fn load(path: &Path, ctx_size: u32) -> Result<LoadedModel, String> {
+    pub fn load(path: &Path, ctx_size: u32) -> Result<CandleModel, String> {
         let header = GgufFile::read(path, ReadOptions { keep_arrays: true }).map_err(|e| e.to_string())?;
         let architecture = header.architecture().unwrap_or("unknown").to_string();
         if !matches!(architecture.as_str(), "llama" | "qwen2" | "gemma3") {
@@ -162,12 +271,16 @@ impl LoadedModel {
             ));
         }
         let tokenizer = Tokenizer::from_gguf(&header).map_err(|e| e.to_string())?;
+        let trained = header.arch_u64("context_length");
         let model_limit = match architecture.as_str() {
             // candle's llama module precomputes RoPE for this many positions.
             "llama" => quantized_llama::MAX_SEQ_LEN as u64,
-            _ => header.arch_u64("context_length").unwrap_or(u64::from(ctx_size)),
+            "gemma3" => trained.unwrap_or(GEMMA3_MAX_POSITIONS).min(GEMMA3_MAX_POSITIONS),
+            _ => trained.unwrap_or(u64::from(u32::MAX)),
         };
+        let position_limit = model_limit.min(u64::from(u32::MAX)) as u32;
         let context_size = u64::from(ctx_size).min(model_limit) as u32;
+        let n_layers = header.arch_u64("block_count").and_then(|n| u32::try_from(n).ok());
 
         let device = Device::Cpu;
         let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
@@ -183,11 +296,11 @@ impl LoadedModel {
                 quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
             ),
             _ => Weights::Gemma3(
-                gemma3::Gemma3::from_gguf(&content, &mut reader, context_size as usize, &device)
+                gemma3::Gemma3::from_gguf(&content, &mut reader, position_limit as usize, &device)
                     .map_err(build_error)?,
             ),
         };
-        Ok(LoadedModel { weights, tokenizer, context_size, architecture, device })
+        Ok(CandleModel { weights, tokenizer, context_size, position_limit, architecture, n_layers, device })
     }
 
     /// Evaluates `tokens` starting at position `index_pos` and returns the last position's logits.
@@ -217,7 +330,7 @@ impl LoadedModel {
 
         let mut position = prompt.len();
         // Split borrows: the decode step runs the weights while the end-of-generation check reads the tokenizer.
-        let LoadedModel { weights, tokenizer, device, .. } = self;
+        let CandleModel { weights, tokenizer, device, .. } = self;
         let decoded = decode_greedy(
             start,
             request,
@@ -231,17 +344,80 @@ impl LoadedModel {
                 Ok(argmax(&logits) as u32)
             },
         )?;
+        // candle keeps no performance counters of its own.
+        Ok(RawSample::text(prompt.len() as u64, tokenize_ns, prompt_eval_ns, decoded, None))
+    }
+
+    /// One repetition of a llama-bench test with the same random ids llama.cpp gets for the same seed. candle
+    /// cannot save its cache, so a depth is re-evaluated before every repetition, outside the timed region.
+    pub fn run_tokens(&mut self, request: &TokenRequest, cancel: &AtomicBool) -> Result<RawSample, BackendError> {
+        let test = request.test;
+        if test.context_needed() > u64::from(self.context_size) {
+            return Err(BackendError::TestTooLarge {
+                test: test.name(),
+                needed: test.context_needed(),
+                ctx_size: self.context_size,
+            });
+        }
+        if test.n_depth > 0 && test.n_prompt > 0 {
+            return Err(BackendError::Unsupported(format!(
+                "{}: candle's attention cannot evaluate a multi-token batch after cached tokens (prompt tests at a depth)",
+                test.name()
+            )));
+        }
+        let n_vocab = u32::try_from(self.tokenizer.vocab_size()).unwrap_or(u32::MAX).max(1);
+        let bos = self.tokenizer.adds_bos().then(|| self.tokenizer.bos_token()).flatten();
+        let mut position = 0usize;
+        let depth_prepare_ns = if test.n_depth > 0 {
+            let started = Instant::now();
+            let depth = TokenRng::new(request.depth_seed).tokens(test.n_depth as usize, n_vocab, bos);
+            self.forward(&depth, 0).map_err(BackendError::Generation)?;
+            position = depth.len();
+            Some(elapsed_ns(started))
+        } else {
+            None
+        };
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BackendError::Cancelled);
+        }
+        let mut rng = TokenRng::new(request.seed);
+        let prompt = rng.tokens(test.n_prompt as usize, n_vocab, bos);
+
+        let start = Instant::now();
+        if !prompt.is_empty() {
+            self.forward(&prompt, position).map_err(BackendError::Generation)?;
+            position += prompt.len();
+        }
+        let prompt_eval_ns = if prompt.is_empty() { 0 } else { elapsed_ns(start) };
+        let mut token_times_ns = Vec::with_capacity(test.n_gen as usize);
+        let mut token_ids = Vec::with_capacity(test.n_gen as usize);
+        let mut token = bos.unwrap_or_else(|| rng.token(n_vocab));
+        for _ in 0..test.n_gen {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(BackendError::Cancelled);
+            }
+            // Position 0 would reset candle's cache: a tg test from an empty cache starts its first token
+            // there, which is exactly a fresh request.
+            self.forward(&[token], position).map_err(BackendError::Generation)?;
+            token_times_ns.push(elapsed_ns(start));
+            token_ids.push(token);
+            position += 1;
+            token = rng.token(n_vocab);
+        }
+        let test_ns = elapsed_ns(start);
         Ok(RawSample {
             prompt_tokens: prompt.len() as u64,
-            tokenize_ns,
+            tokenize_ns: 0,
             prompt_eval_ns,
-            token_times_ns: decoded.token_times_ns,
-            stop_reason: decoded.stop_reason,
-            eog_tokens: decoded.eog_tokens,
-            token_ids: decoded.token_ids,
-            // candle keeps no performance counters of its own.
+            token_times_ns,
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids,
             engine_counters: None,
             server: None,
+            test_ns: Some(test_ns),
+            depth_tokens: test.n_depth.into(),
+            depth_prepare_ns,
         })
     }
 }
@@ -261,31 +437,32 @@ fn is_supported_type(ggml_type: u32) -> bool {
     matches!(ggml_type, 0 | 1 | 2 | 3 | 6..=15 | 30)
 }
 
-struct CandleSession {
-    model: LoadedModel,
-    load_ms: f64,
-    threads: u32,
+/// A context on a candle model: the limits its requests run under.
+struct CandleSession<'m> {
+    model: &'m mut CandleModel,
+    effective: EffectiveContext,
+    warnings: Vec<String>,
 }
 
-impl Session for CandleSession {
-    fn load_ms(&self) -> f64 {
-        self.load_ms
+impl Session for CandleSession<'_> {
+    fn effective_context(&self) -> EffectiveContext {
+        self.effective.clone()
     }
 
-    fn engine_info(&self) -> EngineInfo {
-        engine_info(self.threads)
+    fn context_warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 
-    fn context_size(&self) -> u32 {
-        self.model.context_size
-    }
-
-    fn count_prompt_tokens(&mut self, prompt: &str) -> Result<u64, BackendError> {
-        Ok(self.model.tokenizer.encode(prompt).len() as u64)
+    fn count_prompt_tokens(&mut self, prompt: &str) -> Result<Option<u64>, BackendError> {
+        Ok(Some(self.model.tokenizer.encode(prompt).len() as u64))
     }
 
     fn generate(&mut self, request: &GenerationRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
         self.model.generate(request, cancel)
+    }
+
+    fn run_tokens(&mut self, request: &TokenRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
+        self.model.run_tokens(request, cancel)
     }
 
     fn detokenize(&mut self, token_ids: &[u32]) -> Result<String, BackendError> {
@@ -337,7 +514,7 @@ mod load_tests {
     #[test]
     fn unsupported_architecture_is_a_one_line_error_naming_the_supported_ones() {
         let path = gguf_with_architecture("phi3");
-        let err = LoadedModel::load(&path, 512).err().expect("phi3 is refused");
+        let err = CandleModel::load(&path, 512).err().expect("phi3 is refused");
         let _ = std::fs::remove_file(&path);
         assert_eq!(err, "unsupported architecture 'phi3' for the candle backend (supported: llama, qwen2, gemma3)");
     }

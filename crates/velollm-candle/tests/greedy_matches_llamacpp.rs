@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use velollm_candle::CandleBackend;
-use velollm_core::{Backend, EngineParams, GenerationRequest};
+use velollm_core::{Backend, ContextParams, GenerationRequest, GpuLayers, LoadParams, ModelSource};
 use velollm_llamacpp::LlamaCppBackend;
 
 const PROMPT: &str = "Write a hello world program in Python";
@@ -17,18 +17,19 @@ const TOKENS: u32 = 24;
 
 /// The greedy continuations of `PROMPT` from llama.cpp and candle.
 fn continuations(file: &str) -> (Vec<u32>, Vec<u32>) {
-    let path = common::model(file);
-    let mut params = EngineParams::with_threads(2);
-    params.ctx_size = 512;
-    params.n_gpu_layers = 0;
+    let source = ModelSource::File(common::model(file));
+    let load = LoadParams { n_gpu_layers: GpuLayers::Count(0), ..LoadParams::default() };
+    let context = ContextParams { n_ctx: 512, ..ContextParams::with_threads(2) };
     let request = GenerationRequest { prompt: PROMPT.into(), max_tokens: TOKENS, seed: 42, stop_at_eos: false };
     let cancel = Arc::new(AtomicBool::new(false));
     let reference = {
-        let mut session = LlamaCppBackend::new(false).load(&path, &params).expect("llama.cpp loads");
+        let mut model = LlamaCppBackend::new(false).load_model(&source, &load, &cancel).expect("llama.cpp loads");
+        let mut session = model.new_context(&context).expect("llama.cpp creates a context");
         session.generate(&request, &cancel).expect("llama.cpp generates").token_ids
     };
     let candle = {
-        let mut session = CandleBackend::new().load(&path, &params).expect("candle loads");
+        let mut model = CandleBackend::new(2).load_model(&source, &load, &cancel).expect("candle loads");
+        let mut session = model.new_context(&context).expect("candle creates a context");
         let sample = session.generate(&request, &cancel).expect("candle generates");
         assert_eq!(sample.token_ids.len(), TOKENS as usize, "fixed output length");
         assert_eq!(sample.token_times_ns.len(), TOKENS as usize, "a timestamp per token");

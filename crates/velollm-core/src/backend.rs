@@ -1,25 +1,38 @@
-//! The one small trait pair every engine implements.
+//! The trait triple every engine implements, split the way llama.cpp splits its own objects:
 //!
-//! `Backend::load` turns a model file into a `Session`; `Session::generate` turns a request into a
-//! [`RawSample`]. Backends never compute rates and never print: metrics come from [`crate::IterationMetrics`]
-//! so that every engine is measured by the same formulas.
+//! - [`Backend::load_model`] turns a [`ModelSource`] and [`LoadParams`] into a [`LoadedModel`];
+//! - [`LoadedModel::new_context`] turns [`ContextParams`] into a [`Session`] on that model;
+//! - a session turns a [`GenerationRequest`] (text) or a [`TokenRequest`] (llama-bench test) into a
+//!   [`RawSample`]: timestamps and counts only.
+//!
+//! A sweep therefore loads a model once per distinct set of load parameters and creates a context only
+//! when a context parameter changes. Backends never compute rates and never print: metrics come from
+//! [`crate::IterationMetrics`] so that every engine is measured by the same formulas.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::{EngineParams, ModelIdentity, RawSample, ServerRecord};
+use crate::{
+    ContextParams, EffectiveContext, EffectiveLoad, LoadParams, ModelIdentity, RawSample, ServerRecord, TokenTest,
+};
 
 /// Why a backend could not do what was asked. Messages are one line and say what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("failed to load model {path}: {reason}")]
     Load { path: String, reason: String },
+    #[error("cannot create a context: {0}")]
+    Context(String),
     #[error(
         "prompt of {prompt_tokens} tokens plus {max_tokens} generated tokens does not fit the context of \
          {ctx_size} tokens; raise --ctx-size or shorten the prompt"
     )]
     ContextTooSmall { prompt_tokens: u64, max_tokens: u32, ctx_size: u32 },
+    #[error("{test} needs {needed} tokens of context but the context holds {ctx_size}; raise --ctx-size")]
+    TestTooLarge { test: String, needed: u64, ctx_size: u32 },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("generation failed: {0}")]
     Generation(String),
     #[error("interrupted")]
@@ -38,7 +51,33 @@ pub struct EngineInfo {
     pub build: Option<String>,
 }
 
-/// One request: the prompt and how many tokens to generate.
+/// Where a model comes from: a local file for in-process engines, a name for a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GGUF file on this machine (already resolved and identified by the runner).
+    File(PathBuf),
+    /// A model the server knows by this name (e.g. Ollama's `llama3.2:3b`).
+    Server(String),
+}
+
+impl ModelSource {
+    /// For messages: the path or the name.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Server(name) => name.clone(),
+        }
+    }
+}
+
+/// Which kind of [`ModelSource`] a backend takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    File,
+    Server,
+}
+
+/// One text request: the prompt and how many tokens to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenerationRequest {
     pub prompt: String,
@@ -47,16 +86,26 @@ pub struct GenerationRequest {
     pub stop_at_eos: bool,
 }
 
+/// One repetition of a llama-bench test. The ids are drawn from [`crate::TokenRng`] seeded with `seed`; the
+/// depth's ids with `depth_seed`, the same for every repetition of a test, so an engine can fill the cache
+/// once and restore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub test: TokenTest,
+    pub seed: u64,
+    pub depth_seed: u64,
+}
+
 /// An engine that can load models.
 pub trait Backend: Send + Sync {
     /// The name users select it by (`-b NAME`).
     fn name(&self) -> &'static str;
 
-    /// Whether `load` takes a local model file (in-process engines: the runner resolves and identifies the
-    /// file first) or a name the backend's server knows (server backends: `model` is that name, and the
-    /// session describes the model through [`Session::model_identity`]).
-    fn needs_local_file(&self) -> bool {
-        true
+    /// Whether `load_model` takes a local file (in-process engines: the runner resolves and identifies the
+    /// file first) or a name the backend's server knows (server backends describe the model themselves
+    /// through [`LoadedModel::model_identity`]).
+    fn source_kind(&self) -> SourceKind {
+        SourceKind::File
     }
 
     /// For server backends: checks that the server answers, before anything else happens, and returns
@@ -65,28 +114,85 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
-    /// Loads `model` with `params`. The load is timed by the backend (file to ready context) and reported
-    /// by [`Session::load_ms`], never as part of an iteration.
-    fn load(&self, model: &Path, params: &EngineParams) -> Result<Box<dyn Session>, BackendError>;
+    /// Whether the engine can offload layers to a GPU in this build (llama.cpp without a GPU backend
+    /// cannot; an `-ngl` sweep there is said to run on the CPU).
+    fn gpu_offload_available(&self) -> bool {
+        false
+    }
+
+    /// Loads a model. The load is timed by the backend (file to ready model) and reported by
+    /// [`LoadedModel::load_ms`], never as part of an iteration. `cancel` is polled while loading.
+    fn load_model(
+        &self,
+        source: &ModelSource,
+        params: &LoadParams,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Box<dyn LoadedModel>, BackendError>;
 }
 
-/// A loaded model with a context, ready to serve requests one at a time.
-pub trait Session: Send {
-    /// Milliseconds from opening the file to a context ready for the first request.
+/// A loaded model, on which contexts are created.
+pub trait LoadedModel: Send {
+    /// Milliseconds from opening the file to a model ready for a context.
     fn load_ms(&self) -> f64;
 
     fn engine_info(&self) -> EngineInfo;
 
-    /// The context size in tokens.
-    fn context_size(&self) -> u32;
+    /// The load parameters as the engine applied them.
+    fn effective_load(&self) -> EffectiveLoad;
 
-    /// Tokens the prompt occupies, exactly as [`Session::generate`] will evaluate it. Lets the runner
-    /// reject a prompt that does not fit before any benchmark starts.
-    fn count_prompt_tokens(&mut self, prompt: &str) -> Result<u64, BackendError>;
+    /// Creates a context; the previous session on this model must have been dropped (the borrow says so).
+    fn new_context(&mut self, params: &ContextParams) -> Result<Box<dyn Session + '_>, BackendError>;
 
-    /// Runs one request from an empty cache. `cancel` is polled between tokens; when it is set the
-    /// request ends with [`BackendError::Cancelled`].
+    /// Server backends: the model as the server describes it (in-process engines are described from the
+    /// file by the runner, and return `None`).
+    fn model_identity(&self) -> Option<ModelIdentity> {
+        None
+    }
+
+    /// Warnings about parameters the engine ignores or overrides, said once per load.
+    fn load_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A context on a loaded model, serving requests one at a time.
+pub trait Session: Send {
+    /// The context parameters as the engine applied them (padding, clamping, resolved policies).
+    fn effective_context(&self) -> EffectiveContext;
+
+    /// Milliseconds the context took to create (KV cache allocation), apart from the model load; absent for
+    /// an engine that allocates nothing up front.
+    fn context_ms(&self) -> Option<f64> {
+        None
+    }
+
+    /// Server backends: how the server was reached, what it was sent and what it reported at load.
+    fn server_record(&self) -> Option<ServerRecord> {
+        None
+    }
+
+    /// Warnings about context parameters the engine ignores (candle has no flash attention, …).
+    fn context_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Tokens the prompt occupies, exactly as [`Session::generate`] will evaluate it, when the engine can
+    /// count them locally (a server tokenizes remotely: `None`). Lets the runner reject a prompt that does
+    /// not fit before any benchmark starts.
+    fn count_prompt_tokens(&mut self, prompt: &str) -> Result<Option<u64>, BackendError>;
+
+    /// Runs one text request from an empty cache. `cancel` is polled between tokens (and prompt batches);
+    /// when it is set the request ends with [`BackendError::Cancelled`].
     fn generate(&mut self, request: &GenerationRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError>;
+
+    /// Runs one repetition of a llama-bench test: the cache holds exactly `n_depth` tokens (filled outside
+    /// the timed region), then `n_prompt` random tokens are evaluated and `n_gen` decoded one at a time, with
+    /// the device synchronized before the clock stops. Engines that cannot take token ids return
+    /// [`BackendError::Unsupported`].
+    fn run_tokens(&mut self, request: &TokenRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
+        let _ = (request, cancel);
+        Err(BackendError::Unsupported("this backend cannot run token-level tests (pp/tg)".into()))
+    }
 
     /// Decodes token ids to text (outside any timed region).
     fn detokenize(&mut self, token_ids: &[u32]) -> Result<String, BackendError>;
@@ -97,17 +203,6 @@ pub trait Session: Send {
             Some(server) => Some(server.chunks.iter().map(|c| c.text.as_str()).collect()),
             None => self.detokenize(&sample.token_ids).ok(),
         }
-    }
-
-    /// Server backends: the model as the server describes it (in-process engines are described from the
-    /// file by the runner, and return `None`).
-    fn model_identity(&self) -> Option<ModelIdentity> {
-        None
-    }
-
-    /// Server backends: how the server was reached and what it reported at load.
-    fn server_record(&self) -> Option<ServerRecord> {
-        None
     }
 }
 

@@ -1,9 +1,10 @@
 //! The shared vocabulary of velollm.
 //!
-//! Data flows one way: a [`Backend`] loads a model into a [`Session`]; the session turns a
-//! [`GenerationRequest`] into a [`RawSample`] (timestamps and counts only); [`IterationMetrics`] are derived
-//! from raw samples in exactly one place, so every backend is measured by the same formulas
-//! (docs/metrics.md); [`Summary`] condenses iterations into the statistics a result row carries.
+//! Data flows one way: a [`Backend`] loads a model ([`LoadParams`]) into a [`LoadedModel`], which creates
+//! a [`Session`] ([`ContextParams`]); the session turns a [`GenerationRequest`] or a [`TokenRequest`] into a
+//! [`RawSample`] (timestamps and counts only); [`IterationMetrics`] are derived from raw samples in exactly
+//! one place, so every backend is measured by the same formulas (docs/metrics.md); [`Aggregates`] condense
+//! iterations into the statistics a result row ([`BenchmarkResult`]) carries.
 //!
 //! This crate has no heavy dependencies: it is what backends, the runner and exporters agree on.
 
@@ -13,13 +14,22 @@ mod params;
 mod result;
 mod sample;
 mod stats;
+mod workload;
 
-pub use backend::{decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, Session};
+pub use backend::{
+    decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, LoadedModel, ModelSource,
+    Session, SourceKind, TokenRequest,
+};
 pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
-pub use params::{EngineParams, FlashAttention, GenerationParams};
+pub use params::{
+    ContextParams, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer, FlashAttention, GenerationParams,
+    GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode,
+};
 pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
-    IterationRecord, Measured, ModelIdentity, RunParameters, ServerRecord, ServerRequestOptions, SCHEMA_VERSION,
+    IterationRecord, Measured, ModelIdentity, RepetitionRecord, RowStatus, RunParameters, ServerRecord,
+    ServerRequestOptions, StopRule, SCHEMA_VERSION,
 };
 pub use sample::{argmax, elapsed_ns, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
 pub use stats::{student_t_975, Summary};
+pub use workload::{TestKind, TestShape, TokenRng, TokenTest};

@@ -43,36 +43,41 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[lower] + (sorted[upper] - sorted[lower]) * (rank - lower as f64)
 }
 
-/// Everything derived from one raw sample.
+/// Everything derived from one raw sample. A figure the sample cannot give (no token generated, a field a
+/// server omitted) is absent, never zero.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IterationMetrics {
-    /// Request start → first generated token available.
-    pub ttft_ms: f64,
+    /// Request start → first generated token available (text requests only).
+    pub ttft_ms: Option<f64>,
     pub prompt_eval_count: u64,
-    pub prompt_eval_ms: f64,
+    pub prompt_eval_ms: Option<f64>,
     /// `prompt_eval_count / prompt_eval_ms`; absent when the evaluation took no measurable time.
     pub prompt_tokens_per_second: Option<f64>,
     /// Generated tokens.
     pub eval_count: u64,
     /// First token available → last token available.
-    pub eval_ms: f64,
-    /// Decode rate `(eval_count − 1) / eval_ms`; absent with fewer than two tokens.
+    pub eval_ms: Option<f64>,
+    /// Text requests: decode rate `(eval_count − 1) / eval_ms`, absent with fewer than two tokens.
+    /// Token tests: llama-bench's rate of the test, `(n_prompt + n_gen) / test time`.
     pub tokens_per_second: Option<f64>,
-    /// Request start → last token available.
-    pub total_ms: f64,
+    /// Request start → last token available (token tests: the timed region).
+    pub total_ms: Option<f64>,
     /// Gaps between consecutive tokens; absent with fewer than two tokens.
     pub inter_token_latency_ms: Option<LatencyPercentiles>,
     pub stop_reason: StopReason,
     /// Over HTTP: the client's own figures beside the server's (absent in-process).
     #[serde(default)]
     pub http: Option<HttpMetrics>,
+    /// Token tests: the timed region in nanoseconds (llama-bench's per-sample `t_ns`).
+    #[serde(default)]
+    pub test_ns: Option<u64>,
 }
 
 /// The client's clock against the server's for one HTTP request (docs/ollama.md states every formula).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpMetrics {
     /// First chunk with text → last chunk with text, on the client.
-    pub client_eval_ms: f64,
+    pub client_eval_ms: Option<f64>,
     /// `(eval_count − 1) / client_eval_ms`: the decode rate as the client saw it arrive.
     pub client_tokens_per_second: Option<f64>,
     /// Request start → final chunk received, on the client.
@@ -90,66 +95,92 @@ pub struct HttpMetrics {
 }
 
 impl IterationMetrics {
-    /// Derives the metrics of one sample. `None` if the sample holds no generated token (nothing to time).
-    pub fn from_sample(sample: &RawSample) -> Option<IterationMetrics> {
+    /// Derives the metrics of one sample. A sample without any generated token still gives metrics (its
+    /// counts, its prompt figures); the figures that need a token are absent.
+    pub fn from_sample(sample: &RawSample) -> IterationMetrics {
         if let Some(server) = &sample.server {
             return Self::from_server_sample(sample, server);
         }
-        let first = *sample.token_times_ns.first()?;
-        let last = *sample.token_times_ns.last()?;
+        if let Some(test_ns) = sample.test_ns {
+            return Self::from_token_test(sample, test_ns);
+        }
+        let first = sample.token_times_ns.first().copied();
+        let last = sample.token_times_ns.last().copied();
         let eval_count = sample.token_times_ns.len() as u64;
-        let eval_ms = (last - first) as f64 / NS_PER_MS;
+        let eval_ms = first.zip(last).map(|(first, last)| (last - first) as f64 / NS_PER_MS);
         let prompt_eval_ms = sample.prompt_eval_ns as f64 / NS_PER_MS;
         let gaps = inter_token_gaps_ms(&sample.token_times_ns);
-        Some(IterationMetrics {
-            ttft_ms: first as f64 / NS_PER_MS,
+        IterationMetrics {
+            ttft_ms: first.map(|t| t as f64 / NS_PER_MS),
             prompt_eval_count: sample.prompt_tokens,
-            prompt_eval_ms,
+            prompt_eval_ms: Some(prompt_eval_ms),
             prompt_tokens_per_second: rate(sample.prompt_tokens as f64, prompt_eval_ms),
             eval_count,
             eval_ms,
-            tokens_per_second: if eval_count >= 2 { rate((eval_count - 1) as f64, eval_ms) } else { None },
-            total_ms: last as f64 / NS_PER_MS,
+            tokens_per_second: eval_ms.filter(|_| eval_count >= 2).and_then(|ms| rate((eval_count - 1) as f64, ms)),
+            total_ms: last.map(|t| t as f64 / NS_PER_MS),
             inter_token_latency_ms: LatencyPercentiles::of(&gaps),
             stop_reason: sample.stop_reason,
             http: None,
-        })
+            test_ns: None,
+        }
+    }
+
+    /// llama-bench's test: the rate is every token the timed region processed over its duration.
+    fn from_token_test(sample: &RawSample, test_ns: u64) -> IterationMetrics {
+        let eval_count = sample.token_times_ns.len() as u64;
+        let test_ms = test_ns as f64 / NS_PER_MS;
+        let prompt_eval_ms = (sample.prompt_tokens > 0).then(|| sample.prompt_eval_ns as f64 / NS_PER_MS);
+        let first = sample.token_times_ns.first().copied();
+        let last = sample.token_times_ns.last().copied();
+        IterationMetrics {
+            ttft_ms: None,
+            prompt_eval_count: sample.prompt_tokens,
+            prompt_eval_ms,
+            prompt_tokens_per_second: prompt_eval_ms.and_then(|ms| rate(sample.prompt_tokens as f64, ms)),
+            eval_count,
+            eval_ms: first.zip(last).map(|(first, last)| (last - first) as f64 / NS_PER_MS),
+            tokens_per_second: rate((sample.prompt_tokens + eval_count) as f64, test_ms),
+            total_ms: Some(test_ms),
+            inter_token_latency_ms: LatencyPercentiles::of(&inter_token_gaps_ms(&sample.token_times_ns)),
+            stop_reason: sample.stop_reason,
+            http: None,
+            test_ns: Some(test_ns),
+        }
     }
 
     /// Over HTTP the server counts tokens and times its own work; the client times arrivals. Headline
     /// decode rate = server `eval_count / eval_duration` (Ollama's "eval rate"); TTFT and total are the
-    /// client's (first and last chunk with text). `None` when no chunk carried text.
-    fn from_server_sample(sample: &RawSample, server: &ServerSample) -> Option<IterationMetrics> {
+    /// client's (first and last chunk with text).
+    fn from_server_sample(sample: &RawSample, server: &ServerSample) -> IterationMetrics {
         let text_times: Vec<u64> = server.chunks.iter().filter(|c| !c.text.is_empty()).map(|c| c.time_ns).collect();
-        let first = *text_times.first()?;
-        let last = *text_times.last()?;
+        let first = text_times.first().copied();
+        let last = text_times.last().copied();
         let ms = |ns: u64| ns as f64 / NS_PER_MS;
         let eval_count = server.eval_count.unwrap_or(0);
         let prompt_eval_count = server.prompt_eval_count.unwrap_or(0);
-        let eval_ms = server.eval_duration_ns.map_or(0.0, ms);
-        let prompt_eval_ms = server.prompt_eval_duration_ns.map_or(0.0, ms);
-        let client_eval_ms = ms(last - first);
+        let eval_ms = server.eval_duration_ns.map(ms);
+        let prompt_eval_ms = server.prompt_eval_duration_ns.map(ms);
+        let client_eval_ms = first.zip(last).map(|(first, last)| ms(last - first));
         let client_total_ms = ms(server.client_total_ns);
         let server_total_ms = server.total_duration_ns.map(ms);
-        Some(IterationMetrics {
-            ttft_ms: ms(first),
+        IterationMetrics {
+            ttft_ms: first.map(ms),
             prompt_eval_count,
             prompt_eval_ms,
-            prompt_tokens_per_second: rate(prompt_eval_count as f64, prompt_eval_ms),
+            prompt_tokens_per_second: prompt_eval_ms.and_then(|t| rate(prompt_eval_count as f64, t)),
             eval_count,
             eval_ms,
-            tokens_per_second: rate(eval_count as f64, eval_ms).filter(|_| eval_count > 0),
-            total_ms: ms(last),
+            tokens_per_second: eval_ms.filter(|_| eval_count > 0).and_then(|t| rate(eval_count as f64, t)),
+            total_ms: last.map(ms),
             // Chunks are not tokens: no per-token latencies exist over HTTP (see `http`).
             inter_token_latency_ms: None,
             stop_reason: sample.stop_reason,
             http: Some(HttpMetrics {
                 client_eval_ms,
-                client_tokens_per_second: if eval_count >= 2 {
-                    rate((eval_count - 1) as f64, client_eval_ms)
-                } else {
-                    None
-                },
+                client_tokens_per_second: client_eval_ms
+                    .filter(|_| eval_count >= 2)
+                    .and_then(|t| rate((eval_count - 1) as f64, t)),
                 client_total_ms,
                 server_total_ms,
                 server_load_ms: server.load_duration_ns.map(ms),
@@ -157,7 +188,8 @@ impl IterationMetrics {
                 chunk_count: server.chunks.len() as u64,
                 inter_chunk_latency_ms: LatencyPercentiles::of(&inter_token_gaps_ms(&text_times)),
             }),
-        })
+            test_ns: None,
+        }
     }
 }
 
@@ -187,6 +219,9 @@ mod tests {
             eog_tokens: 0,
             engine_counters: None,
             server: None,
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
         }
     }
 
@@ -214,7 +249,11 @@ mod tests {
                     .map(|&(ms, t)| ChunkArrival { time_ns: ms * 1_000_000, text: t.into() })
                     .collect(),
                 client_total_ns: 75_000_000,
+                truncated: None,
             }),
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
         }
     }
 
@@ -222,16 +261,16 @@ mod tests {
     fn server_samples_use_server_counts_and_client_arrivals() {
         // An empty first chunk does not count as the first token; the last chunk holds two tokens.
         let raw = server_sample(&[(10, ""), (20, "a"), (40, "b"), (60, "c d")], Some(5));
-        let m = IterationMetrics::from_sample(&raw).unwrap();
-        assert_eq!(m.ttft_ms, 20.0);
-        assert_eq!(m.total_ms, 60.0);
+        let m = IterationMetrics::from_sample(&raw);
+        assert_eq!(m.ttft_ms, Some(20.0));
+        assert_eq!(m.total_ms, Some(60.0));
         assert_eq!(m.eval_count, 5);
-        assert_eq!(m.eval_ms, 50.0);
+        assert_eq!(m.eval_ms, Some(50.0));
         assert_eq!(m.tokens_per_second, Some(100.0), "server eval_count / eval_duration");
         assert_eq!(m.prompt_tokens_per_second, Some(2000.0));
         assert_eq!(m.inter_token_latency_ms, None, "chunks are not tokens");
         let http = m.http.unwrap();
-        assert_eq!(http.client_eval_ms, 40.0);
+        assert_eq!(http.client_eval_ms, Some(40.0));
         assert_eq!(http.client_tokens_per_second, Some(100.0));
         assert_eq!(http.http_overhead_ms, Some(5.0));
         assert_eq!(http.chunk_count, 4);
@@ -241,34 +280,60 @@ mod tests {
     #[test]
     fn server_fields_omitted_as_zero_are_absent_rates() {
         let raw = server_sample(&[(20, "a")], None);
-        let m = IterationMetrics::from_sample(&raw).unwrap();
+        let m = IterationMetrics::from_sample(&raw);
         assert_eq!(m.eval_count, 0);
         assert_eq!(m.tokens_per_second, None);
-        assert!(IterationMetrics::from_sample(&server_sample(&[(5, "")], Some(1))).is_none());
+        // A stream whose chunks carried no text: counted, with no time to first token.
+        let empty = IterationMetrics::from_sample(&server_sample(&[(5, "")], Some(1)));
+        assert_eq!((empty.ttft_ms, empty.total_ms, empty.eval_count), (None, None, 1));
     }
 
     #[test]
     fn derives_rates_from_timestamps() {
         // First token at 25 ms, then one every 10 ms: 4 tokens, 3 gaps of 10 ms.
-        let m = IterationMetrics::from_sample(&sample(vec![25_000_000, 35_000_000, 45_000_000, 55_000_000])).unwrap();
-        assert_eq!(m.ttft_ms, 25.0);
+        let m = IterationMetrics::from_sample(&sample(vec![25_000_000, 35_000_000, 45_000_000, 55_000_000]));
+        assert_eq!(m.ttft_ms, Some(25.0));
         assert_eq!(m.eval_count, 4);
-        assert_eq!(m.eval_ms, 30.0);
+        assert_eq!(m.eval_ms, Some(30.0));
         assert_eq!(m.tokens_per_second, Some(100.0));
-        assert_eq!(m.total_ms, 55.0);
-        assert_eq!(m.prompt_eval_ms, 20.0);
+        assert_eq!(m.total_ms, Some(55.0));
+        assert_eq!(m.prompt_eval_ms, Some(20.0));
         assert_eq!(m.prompt_tokens_per_second, Some(500.0));
         let itl = m.inter_token_latency_ms.unwrap();
         assert_eq!((itl.p50, itl.p99, itl.max), (10.0, 10.0, 10.0));
     }
 
     #[test]
-    fn single_token_has_no_decode_rate() {
-        let m = IterationMetrics::from_sample(&sample(vec![30_000_000])).unwrap();
+    fn single_token_has_no_decode_rate_and_no_token_no_ttft() {
+        let m = IterationMetrics::from_sample(&sample(vec![30_000_000]));
         assert_eq!(m.tokens_per_second, None);
         assert_eq!(m.inter_token_latency_ms, None);
         assert_eq!(m.ttft_ms, m.total_ms);
-        assert!(IterationMetrics::from_sample(&sample(vec![])).is_none());
+        let none = IterationMetrics::from_sample(&sample(vec![]));
+        assert_eq!((none.ttft_ms, none.total_ms, none.eval_ms, none.eval_count), (None, None, None, 0));
+        assert_eq!(none.prompt_tokens_per_second, Some(500.0), "the prompt was still evaluated");
+    }
+
+    #[test]
+    fn token_tests_rate_every_timed_token_over_the_region() {
+        // pp64+tg4: prompt in 40 ms, then 4 tokens at 50, 60, 70, 80 ms; the region ends at 80 ms.
+        let mut raw = sample(vec![50_000_000, 60_000_000, 70_000_000, 80_000_000]);
+        raw.prompt_tokens = 64;
+        raw.prompt_eval_ns = 40_000_000;
+        raw.test_ns = Some(80_000_000);
+        let m = IterationMetrics::from_sample(&raw);
+        assert_eq!(m.tokens_per_second, Some(68.0 / 0.080));
+        assert_eq!(m.ttft_ms, None);
+        assert_eq!(m.total_ms, Some(80.0));
+        assert_eq!(m.prompt_tokens_per_second, Some(1600.0));
+        assert_eq!(m.test_ns, Some(80_000_000));
+        // tg only: no prompt figures.
+        let mut tg = sample(vec![10_000_000, 20_000_000]);
+        tg.prompt_tokens = 0;
+        tg.prompt_eval_ns = 0;
+        tg.test_ns = Some(20_000_000);
+        let m = IterationMetrics::from_sample(&tg);
+        assert_eq!((m.prompt_eval_ms, m.tokens_per_second), (None, Some(100.0)));
     }
 
     #[test]

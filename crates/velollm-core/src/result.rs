@@ -3,10 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::inter_token_gaps_ms;
-use crate::{EngineParams, GenerationParams, IterationMetrics, LatencyPercentiles, RawSample, Summary};
+use crate::{
+    EffectiveParams, GenerationParams, IterationMetrics, LatencyPercentiles, RawSample, RequestedParams, Summary,
+    TestShape,
+};
 
-/// Version of the JSON layout (docs/result.schema.json). Bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON layout (docs/result.schema.json). Bumped on any incompatible change: 2 split the
+/// parameters into requested and effective values and added failed/incomplete rows and llama-bench tests.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A measured value, or absent when nothing could measure it (never a guess, never zero).
 ///
@@ -100,11 +104,14 @@ pub struct ServerRecord {
     pub context_length: Option<u64>,
 }
 
-/// Every parameter a run used.
+/// Every parameter a row used: what was asked for, and what the engine made of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunParameters {
-    /// In-process engine parameters (absent for server backends, which decide their own).
-    pub engine: Option<EngineParams>,
+    /// The parameters as requested (for a server: what velollm would use in-process; what was actually sent
+    /// is `server.options`).
+    pub requested: RequestedParams,
+    /// The parameters as the engine applied them; absent when the row failed before a context existed.
+    pub effective: Option<EffectiveParams>,
     pub generation: GenerationParams,
     pub warmup_iterations: u32,
 }
@@ -181,36 +188,101 @@ pub struct IterationRecord {
     pub raw: RawSample,
 }
 
-/// One benchmark's result row.
+/// Whether a row holds everything it was asked to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowStatus {
+    /// Every requested iteration finished.
+    Ok,
+    /// Some iterations finished before an error or an interruption; they are kept, the row says why it stopped.
+    Incomplete,
+    /// Nothing was measured (the model, the context or the first iteration failed); `error` says why.
+    Failed,
+}
+
+/// Why a row's repetitions ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// The fixed count was reached.
+    Count,
+    /// `--repetitions auto`: the confidence interval became narrow enough.
+    CiTarget,
+    /// `--repetitions auto`: the time cap was reached first.
+    TimeCap,
+    /// `--repetitions auto`: the most repetitions allowed were run.
+    MaxRepetitions,
+    Interrupted,
+    Error,
+}
+
+/// How many repetitions a row asked for and why they ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepetitionRecord {
+    /// `fixed` or `auto`.
+    pub mode: String,
+    /// Fixed mode: the count asked for. Auto mode: the most allowed.
+    pub requested: u32,
+    /// Auto mode: the 95 % CI half-width to reach, in per cent of the mean.
+    pub target_ci_percent: Option<f64>,
+    /// Auto mode: the time cap in seconds of timed work.
+    pub max_time_s: Option<f64>,
+    /// Auto mode: the fewest repetitions before the CI is trusted.
+    pub min_repetitions: Option<u32>,
+    pub stopped_because: StopRule,
+    /// The CI half-width reached, in per cent of the mean (auto mode, and whenever it is defined).
+    pub ci_half_width_percent: Option<f64>,
+}
+
+/// One row: one test on one model, backend and set of parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchmarkResult {
     // ---- the guide's fields, names and meaning unchanged ----
     pub config: BenchmarkConfig,
-    /// Mean of the per-iteration decode rates.
+    /// Text tests: mean of the per-iteration decode rates. Token tests: llama-bench's `avg_ts`.
     pub tokens_per_second: Measured,
-    /// Mean of the per-iteration TTFTs.
+    /// Mean of the per-iteration TTFTs (text tests).
     pub time_to_first_token_ms: Measured,
-    /// Sum of the iterations' total times.
-    pub total_time_ms: f64,
+    /// Sum of the iterations' total times; absent when no iteration finished.
+    pub total_time_ms: Measured,
     /// Sum of the tokens generated over all timed iterations.
     pub total_tokens: u64,
     /// Prompt tokens per iteration (mean, rounded).
     pub prompt_eval_count: u64,
     /// Tokens generated per iteration (mean, rounded).
     pub eval_count: u64,
-    /// When the benchmark finished (RFC 3339, UTC).
+    /// When the row finished (RFC 3339, UTC).
     pub timestamp: String,
     // ---- extensions ----
     pub schema_version: u32,
     pub backend: String,
-    /// False when the run was interrupted before all iterations finished.
+    pub status: RowStatus,
+    /// Why the row is incomplete or failed, in one line.
+    pub error: Option<String>,
+    /// `status == ok` (kept from schema 1).
     pub complete: bool,
     pub iterations_completed: u32,
+    /// What was measured, with llama-bench's field names.
+    pub test: TestShape,
+    /// llama-bench's figures for token tests (absent for text tests): mean and sample standard deviation of
+    /// the per-repetition time (ns) and rate (tokens/s), and the samples themselves.
+    pub avg_ns: Option<f64>,
+    pub stddev_ns: Option<f64>,
+    pub avg_ts: Option<f64>,
+    pub stddev_ts: Option<f64>,
+    #[serde(default)]
+    pub samples_ns: Vec<u64>,
+    #[serde(default)]
+    pub samples_ts: Vec<f64>,
+    pub repetitions: RepetitionRecord,
     /// Mean of the per-iteration prompt-evaluation rates.
     pub prompt_tokens_per_second: Option<f64>,
-    /// Model load (file to ready context), once per run, never part of an iteration.
-    pub load_time_ms: f64,
-    /// Process start → first timed iteration of the run.
+    /// Model load (file to ready model), once per load group, never part of an iteration.
+    pub load_time_ms: Option<f64>,
+    /// Context creation (KV cache allocation), once per context, never part of an iteration.
+    pub context_time_ms: Option<f64>,
+    /// This backend's start (process start for the first backend of a run; the backend's first step for
+    /// the others) → its first timed iteration.
     pub startup_to_first_timed_iteration_ms: Option<f64>,
     pub statistics: BenchmarkStatistics,
     pub harness_overhead: Option<HarnessOverhead>,
@@ -220,7 +292,7 @@ pub struct BenchmarkResult {
     /// Server backends: how the server was reached, what it was sent, what it loaded.
     #[serde(default)]
     pub server: Option<ServerRecord>,
-    /// Things that make a number less trustworthy (early stops, high spread), in words.
+    /// Things that make a number less trustworthy (early stops, high spread, ignored parameters), in words.
     pub warnings: Vec<String>,
     /// Text of the first timed iteration (decoded after timing).
     pub generated_text: Option<String>,
@@ -230,12 +302,19 @@ pub struct BenchmarkResult {
     pub environment: Environment,
 }
 
-/// The per-benchmark aggregates that follow from the raw samples alone.
+impl BenchmarkResult {
+    /// The row's rate, when it has one.
+    pub fn rate(&self) -> Option<f64> {
+        self.tokens_per_second.value()
+    }
+}
+
+/// The per-row aggregates that follow from the raw samples alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Aggregates {
     pub tokens_per_second: Option<f64>,
     pub time_to_first_token_ms: Option<f64>,
-    pub total_time_ms: f64,
+    pub total_time_ms: Option<f64>,
     pub total_tokens: u64,
     pub prompt_eval_count: u64,
     pub eval_count: u64,
@@ -243,6 +322,12 @@ pub struct Aggregates {
     pub statistics: BenchmarkStatistics,
     pub harness_overhead: Option<HarnessOverhead>,
     pub http_overhead: Option<HttpOverhead>,
+    pub avg_ns: Option<f64>,
+    pub stddev_ns: Option<f64>,
+    pub avg_ts: Option<f64>,
+    pub stddev_ts: Option<f64>,
+    pub samples_ns: Vec<u64>,
+    pub samples_ts: Vec<f64>,
     pub records: Vec<IterationRecord>,
     pub warnings: Vec<String>,
 }
@@ -251,29 +336,31 @@ pub struct Aggregates {
 const NOISY_RELATIVE_STDDEV: f64 = 0.10;
 
 impl Aggregates {
-    /// Derives everything a result row says about its iterations. Samples without any generated token
-    /// carry nothing to time and are skipped.
-    pub fn from_samples(samples: Vec<RawSample>, max_tokens: u32) -> Aggregates {
+    /// Derives everything a row says about its iterations. Every sample is kept and counted, including one
+    /// that generated no token (its figures that need a token are absent, and a warning says so).
+    /// `expected_tokens` is the output length every iteration was asked for.
+    pub fn from_samples(samples: Vec<RawSample>, expected_tokens: u32) -> Aggregates {
         let records: Vec<IterationRecord> = samples
             .into_iter()
-            .filter_map(|raw| IterationMetrics::from_sample(&raw).map(|metrics| (metrics, raw)))
             .enumerate()
-            .map(|(i, (metrics, raw))| IterationRecord { iteration: i as u32 + 1, metrics, raw })
+            .map(|(i, raw)| IterationRecord {
+                iteration: i as u32 + 1,
+                metrics: IterationMetrics::from_sample(&raw),
+                raw,
+            })
             .collect();
         let collect = |f: fn(&IterationMetrics) -> Option<f64>| -> Vec<f64> {
             records.iter().filter_map(|r| f(&r.metrics)).collect()
         };
-        let decode_rates = collect(|m| m.tokens_per_second);
-        let ttfts = collect(|m| Some(m.ttft_ms));
-        let prompt_rates = collect(|m| m.prompt_tokens_per_second);
-        let totals = collect(|m| Some(m.total_ms));
+        let rates = collect(|m| m.tokens_per_second);
+        let totals = collect(|m| m.total_ms);
         let all_gaps: Vec<f64> = records.iter().flat_map(|r| inter_token_gaps_ms(&r.raw.token_times_ns)).collect();
         let statistics = BenchmarkStatistics {
-            tokens_per_second: Summary::of(&decode_rates),
-            time_to_first_token_ms: Summary::of(&ttfts),
-            prompt_tokens_per_second: Summary::of(&prompt_rates),
-            prompt_eval_ms: Summary::of(&collect(|m| Some(m.prompt_eval_ms))),
-            eval_ms: Summary::of(&collect(|m| Some(m.eval_ms))),
+            tokens_per_second: Summary::of(&rates),
+            time_to_first_token_ms: Summary::of(&collect(|m| m.ttft_ms)),
+            prompt_tokens_per_second: Summary::of(&collect(|m| m.prompt_tokens_per_second)),
+            prompt_eval_ms: Summary::of(&collect(|m| m.prompt_eval_ms)),
+            eval_ms: Summary::of(&collect(|m| m.eval_ms)),
             total_time_ms: Summary::of(&totals),
             inter_token_latency_ms: LatencyPercentiles::of(&all_gaps),
         };
@@ -283,18 +370,46 @@ impl Aggregates {
         let total_prompt: u64 = records.iter().map(|r| r.metrics.prompt_eval_count).sum();
         let rounded_mean = |sum: u64| (sum + n / 2).checked_div(n).unwrap_or(0);
 
+        // llama-bench's figures, for token tests only: per-repetition t_ns and t/s, mean ± sample stddev.
+        let samples_ns: Vec<u64> = records.iter().filter_map(|r| r.metrics.test_ns).collect();
+        let is_token_test = !samples_ns.is_empty();
+        let samples_ts: Vec<f64> = if is_token_test { rates.clone() } else { Vec::new() };
+        let ns_summary = Summary::of(&samples_ns.iter().map(|&ns| ns as f64).collect::<Vec<_>>());
+        let ts_summary = Summary::of(&samples_ts);
+
         let mut warnings = Vec::new();
-        let short: Vec<u32> =
-            records.iter().filter(|r| r.metrics.eval_count < u64::from(max_tokens)).map(|r| r.iteration).collect();
+        let empty: Vec<u32> =
+            records.iter().filter(|r| r.metrics.eval_count == 0 && !is_token_test).map(|r| r.iteration).collect();
+        if !empty.is_empty() {
+            warnings.push(format!(
+                "iterations {empty:?} generated no token: they are counted, but have no TTFT and no decode rate"
+            ));
+        }
+        let short: Vec<u32> = records
+            .iter()
+            .filter(|r| r.metrics.eval_count > 0 && r.metrics.eval_count < u64::from(expected_tokens))
+            .map(|r| r.iteration)
+            .collect();
         if !short.is_empty() {
             warnings.push(format!(
-                "iterations {short:?} stopped before {max_tokens} tokens (end of sequence or the server's stop); their rates cover fewer tokens"
+                "iterations {short:?} stopped before {expected_tokens} tokens (end of sequence or the server's stop); their rates cover fewer tokens"
+            ));
+        }
+        let truncated: Vec<u32> = records
+            .iter()
+            .filter(|r| r.raw.server.as_ref().and_then(|s| s.truncated) == Some(true))
+            .map(|r| r.iteration)
+            .collect();
+        if !truncated.is_empty() {
+            warnings.push(format!(
+                "iterations {truncated:?} filled the server's context (prompt_eval_count + eval_count reached num_ctx): \
+                 the server truncated the prompt or shifted the context; raise --ctx-size"
             ));
         }
         if let Some(cv) = statistics.tokens_per_second.as_ref().and_then(Summary::relative_stddev) {
             if cv > NOISY_RELATIVE_STDDEV {
                 warnings.push(format!(
-                    "decode rate varies by {:.0} % (stddev/mean) across iterations: background load or throttling?",
+                    "rate varies by {:.0} % (stddev/mean) across iterations: background load or throttling?",
                     cv * 100.0
                 ));
             }
@@ -303,7 +418,7 @@ impl Aggregates {
         Aggregates {
             tokens_per_second: statistics.tokens_per_second.map(|s| s.mean),
             time_to_first_token_ms: statistics.time_to_first_token_ms.map(|s| s.mean),
-            total_time_ms: totals.iter().sum(),
+            total_time_ms: (!totals.is_empty()).then(|| totals.iter().sum()),
             total_tokens,
             prompt_eval_count: rounded_mean(total_prompt),
             eval_count: rounded_mean(total_tokens),
@@ -311,6 +426,12 @@ impl Aggregates {
             statistics,
             harness_overhead: harness_overhead(&records),
             http_overhead: http_overhead(&records),
+            avg_ns: ns_summary.map(|s| s.mean),
+            stddev_ns: ns_summary.and_then(|s| s.stddev),
+            avg_ts: ts_summary.map(|s| s.mean),
+            stddev_ts: ts_summary.and_then(|s| s.stddev),
+            samples_ns,
+            samples_ts,
             records,
             warnings,
         }
@@ -342,9 +463,15 @@ fn harness_overhead(records: &[IterationRecord]) -> Option<HarnessOverhead> {
         return None;
     }
     let sum = |f: &dyn Fn(&IterationRecord) -> f64| records.iter().map(f).sum::<f64>();
-    let eval_ms_velollm = sum(&|r| r.metrics.eval_ms);
+    // Text requests: first → last token spans the single-token decodes the engine counts (the first token
+    // comes from the prompt's logits). Token tests decode every generated token: their decode interval is
+    // the timed region after the prompt part.
+    let eval_ms_velollm = sum(&|r| match r.raw.test_ns {
+        Some(test_ns) => test_ns.saturating_sub(r.raw.prompt_eval_ns) as f64 / 1e6,
+        None => r.metrics.eval_ms.unwrap_or(0.0),
+    });
     let eval_ms_engine = sum(&|r| r.raw.engine_counters.map_or(0.0, |c| c.eval_ms));
-    let prompt_eval_ms_velollm = sum(&|r| r.metrics.prompt_eval_ms);
+    let prompt_eval_ms_velollm = sum(&|r| r.metrics.prompt_eval_ms.unwrap_or(0.0));
     let prompt_eval_ms_engine = sum(&|r| r.raw.engine_counters.map_or(0.0, |c| c.prompt_eval_ms));
     let ratio = |ours: f64, theirs: f64| (theirs > 0.0).then(|| ours / theirs);
     let eval_ratio = ratio(eval_ms_velollm, eval_ms_engine);
@@ -382,6 +509,9 @@ mod tests {
                 eval_ms: engine_eval_ms,
             }),
             server: None,
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
         }
     }
 
@@ -392,7 +522,8 @@ mod tests {
         assert_eq!(agg.records.len(), 2);
         assert_eq!(agg.tokens_per_second, Some(75.0));
         assert_eq!(agg.time_to_first_token_ms, Some(25.0));
-        assert_eq!(agg.total_time_ms, 60.0 + 110.0);
+        assert_eq!(agg.total_time_ms, Some(60.0 + 110.0));
+        assert_eq!((agg.avg_ts, agg.samples_ns.len()), (None, 0), "llama-bench figures are for token tests");
         assert_eq!(agg.total_tokens, 10);
         assert_eq!((agg.eval_count, agg.prompt_eval_count), (5, 9));
         assert_eq!(agg.prompt_tokens_per_second, Some(500.0));
@@ -429,7 +560,11 @@ mod tests {
                     .map(|&ms| crate::ChunkArrival { time_ns: ms * 1_000_000, text: "x".into() })
                     .collect(),
                 client_total_ns: client_total_ms * 1_000_000,
+                truncated: Some(false),
             }),
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
         }
     }
 
@@ -465,9 +600,56 @@ mod tests {
     }
 
     #[test]
+    fn an_iteration_without_tokens_is_kept_and_counted() {
+        let agg = Aggregates::from_samples(vec![sample(20, 10, 5, 39.0), sample(0, 0, 0, 0.0)], 5);
+        assert_eq!(agg.records.len(), 2, "the empty iteration is recorded");
+        assert_eq!(agg.records[1].metrics.eval_count, 0);
+        assert_eq!(agg.statistics.tokens_per_second.unwrap().n, 1, "only one iteration has a rate");
+        assert_eq!((agg.total_tokens, agg.eval_count), (5, 3), "the mean count includes the empty iteration");
+        assert!(agg.warnings.iter().any(|w| w.contains("iterations [2] generated no token")), "{:?}", agg.warnings);
+    }
+
+    #[test]
+    fn token_tests_get_llama_bench_figures() {
+        // tg4 twice: 4 tokens in 40 ms (100 t/s) and in 80 ms (50 t/s).
+        let tg = |gap_ms: u64| {
+            let mut s = sample(gap_ms, gap_ms, 4, 0.0);
+            s.prompt_tokens = 0;
+            s.prompt_eval_ns = 0;
+            s.test_ns = Some(4 * gap_ms * 1_000_000);
+            s.engine_counters = Some(EngineCounters {
+                prompt_eval_count: 0,
+                prompt_eval_ms: 0.0,
+                eval_count: 4,
+                eval_ms: 4.0 * gap_ms as f64 * 0.99,
+            });
+            s
+        };
+        let agg = Aggregates::from_samples(vec![tg(10), tg(20)], 4);
+        assert_eq!(agg.samples_ns, [40_000_000, 80_000_000]);
+        assert_eq!(agg.samples_ts, [100.0, 50.0]);
+        assert_eq!((agg.avg_ns, agg.avg_ts), (Some(60e6), Some(75.0)));
+        assert!((agg.stddev_ts.unwrap() - 1250f64.sqrt()).abs() < 1e-9, "sample stddev of 100 and 50");
+        assert_eq!(agg.tokens_per_second, agg.avg_ts);
+        // The decode interval compared with the engine's is the whole region after the prompt part.
+        let overhead = agg.harness_overhead.unwrap();
+        assert_eq!(overhead.eval_ms_velollm, 120.0);
+        assert!((overhead.eval_ms_engine - 118.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn truncated_server_requests_are_flagged() {
+        let mut s = http_sample(50, Some(40));
+        s.server.as_mut().unwrap().truncated = Some(true);
+        let agg = Aggregates::from_samples(vec![s], 3);
+        assert!(agg.warnings.iter().any(|w| w.contains("iterations [1] filled the server's context")));
+    }
+
+    #[test]
     fn nothing_measured_is_absent_not_zero() {
         let agg = Aggregates::from_samples(vec![], 5);
         assert_eq!(agg.tokens_per_second, None);
+        assert_eq!(agg.total_time_ms, None);
         assert_eq!(agg.time_to_first_token_ms, None);
         assert!(agg.harness_overhead.is_none());
         assert!(agg.statistics.tokens_per_second.is_none());

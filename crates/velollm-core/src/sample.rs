@@ -73,6 +73,11 @@ pub struct ServerSample {
     pub chunks: Vec<ChunkArrival>,
     /// Request start → the final (`done`) chunk received: the client's whole request.
     pub client_total_ns: u64,
+    /// Whether `prompt_eval_count + eval_count` reached the context the server was given (`num_ctx`): the
+    /// server then truncated the prompt or shifted the context, and the request did not run as asked.
+    /// Absent when the server did not report both counts.
+    #[serde(default)]
+    pub truncated: Option<bool>,
 }
 
 /// One request as measured. All times are nanoseconds since the request started (monotonic clock).
@@ -97,6 +102,43 @@ pub struct RawSample {
     /// have no per-token timestamps (`token_times_ns` is empty) because the client never sees tokens.
     #[serde(default)]
     pub server: Option<ServerSample>,
+    /// Token tests (llama-bench's pp/tg/pg): the timed region, from the first evaluation call to the device
+    /// synchronized after the last one. Absent for text requests.
+    #[serde(default)]
+    pub test_ns: Option<u64>,
+    /// Tokens in the KV cache before the timed region (llama-bench's depth).
+    #[serde(default)]
+    pub depth_tokens: u64,
+    /// How long putting those tokens in the cache took (a prefill, or a restore of a saved state). Never
+    /// part of any timed figure; recorded so a reader can see it happened.
+    #[serde(default)]
+    pub depth_prepare_ns: Option<u64>,
+}
+
+impl RawSample {
+    /// A sample for a text request; the fields that only token tests have are empty.
+    pub fn text(
+        prompt_tokens: u64,
+        tokenize_ns: u64,
+        prompt_eval_ns: u64,
+        decoded: crate::DecodedTokens,
+        engine_counters: Option<EngineCounters>,
+    ) -> RawSample {
+        RawSample {
+            prompt_tokens,
+            tokenize_ns,
+            prompt_eval_ns,
+            token_times_ns: decoded.token_times_ns,
+            stop_reason: decoded.stop_reason,
+            eog_tokens: decoded.eog_tokens,
+            token_ids: decoded.token_ids,
+            engine_counters,
+            server: None,
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
+        }
+    }
 }
 
 #[cfg(test)]

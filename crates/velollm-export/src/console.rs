@@ -1,52 +1,18 @@
-//! The guide's console view, drawn from runner events.
-//!
-//! Everything here runs between timed regions: the runner calls an observer only before or after an
-//! iteration, never inside one.
+//! The guide's console view of finished rows: the summary block, the side-by-side backend table, and a
+//! llama-bench-style table of a sweep (only the parameters that vary). Pure functions of the rows; the live
+//! progress display is the CLI's.
 
-use std::io::Write;
+use velollm_core::{BenchmarkResult, ModelIdentity, RowStatus, Summary, TestKind};
 
-use velollm_benchmarks::{EngineInfo, Observer};
-use velollm_core::{BenchmarkConfig, BenchmarkResult, IterationMetrics, ModelIdentity, Summary};
-
-use crate::JsonFile;
-
-const RULE: &str = "═══════════════════════════════════════════════════════";
-
-/// Prints progress the way the guide shows it and saves results to JSON as each benchmark finishes.
-pub struct ConsoleReporter {
-    /// Progress lines (header, iterations); the summary is printed regardless.
-    pub show_progress: bool,
-    /// Where to save results, rewritten after every finished benchmark so an interruption loses nothing.
-    pub json: Option<JsonFile>,
-    /// Results so far.
-    pub results: Vec<BenchmarkResult>,
-    /// The first error met while saving, reported at the end.
-    pub save_error: Option<String>,
-    /// A line printed before the next benchmark starts (the guide's "Running 3 benchmarks..."), so it follows
-    /// the availability check and the model load, as in the guide.
-    pub announcement: Option<String>,
-}
-
-impl ConsoleReporter {
-    pub fn new(show_progress: bool, json: Option<JsonFile>) -> ConsoleReporter {
-        ConsoleReporter { show_progress, json, results: Vec::new(), save_error: None, announcement: None }
-    }
-
-    fn say(&self, text: std::fmt::Arguments<'_>) {
-        if self.show_progress {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_fmt(text);
-            let _ = out.flush();
-        }
-    }
-}
+pub const RULE: &str = "═══════════════════════════════════════════════════════";
 
 /// The run header: backend, model, and the parameters that shape the numbers.
 pub fn header(backend: &str, model: &str, settings: &str) -> String {
     format!("🚀 VeloLLM Benchmark Suite\n\nBackend: {backend}\nModel: {model}\nSettings: {settings}\n")
 }
 
-fn describe_model(model: &ModelIdentity) -> String {
+/// A model in a few words: architecture, size, quantization, and whether its weights are synthetic.
+pub fn describe_model(model: &ModelIdentity) -> String {
     let mut parts = Vec::new();
     if let Some(arch) = &model.architecture {
         parts.push(arch.clone());
@@ -69,7 +35,8 @@ fn describe_model(model: &ModelIdentity) -> String {
     parts.join(", ")
 }
 
-fn mean_pm(summary: Option<&Summary>, unit: &str) -> String {
+/// `mean ± sd unit`, or `n/a`.
+pub fn mean_pm(summary: Option<&Summary>, unit: &str) -> String {
     match summary {
         Some(s) => match s.stddev {
             Some(sd) => format!("{:.1} ± {:.1}{unit}", s.mean, sd),
@@ -86,94 +53,45 @@ fn short_digest(digest: &str) -> &str {
 }
 
 /// How the guide names a backend in prose.
-fn display_name(backend: &str) -> &str {
+pub fn display_name(backend: &str) -> &str {
     match backend {
         "ollama" => "Ollama",
         other => other,
     }
 }
 
-impl Observer for ConsoleReporter {
-    fn server_checking(&mut self, backend: &str) {
-        self.say(format_args!("Checking {} availability... ", display_name(backend)));
-    }
-
-    fn server_available(&mut self, _backend: &str, version: Option<&str>) {
-        match version {
-            Some(version) => self.say(format_args!("✓ (version {version})\n\n")),
-            None => self.say(format_args!("✓\n\n")),
-        }
-    }
-
-    fn server_unavailable(&mut self, _backend: &str) {
-        self.say(format_args!("✗\n"));
-    }
-
-    fn model_identified(&mut self, model: &ModelIdentity) {
-        self.say(format_args!("File: {} ({})\n\nLoading model... ", model.path, describe_model(model)));
-    }
-
-    fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo) {
-        let version = engine.version.as_deref().unwrap_or("engine version unknown");
-        self.say(format_args!("✓ ({load_ms:.0} ms; {version})\n"));
-    }
-
-    fn benchmark_started(&mut self, config: &BenchmarkConfig, _warmup: u32) {
-        if let Some(line) = self.announcement.take() {
-            self.say(format_args!("\n{line}\n"));
-        }
-        if self.results.is_empty() {
-            self.say(format_args!("\n{RULE}\n"));
-        }
-        self.say(format_args!("\nRunning benchmark: {} ({} iterations)\n", config.name, config.iterations));
-    }
-
-    fn iteration_started(&mut self, config: &BenchmarkConfig, iteration: u32, warmup: bool) {
-        if warmup {
-            self.say(format_args!("  Warm-up {iteration}... "));
-        } else {
-            self.say(format_args!("  Iteration {iteration}/{}... ", config.iterations));
-        }
-    }
-
-    fn warmup_finished(&mut self, _config: &BenchmarkConfig, _iteration: u32) {
-        self.say(format_args!("done (not timed)\n"));
-    }
-
-    fn iteration_finished(&mut self, _config: &BenchmarkConfig, _iteration: u32, metrics: &IterationMetrics) {
-        match metrics.tokens_per_second {
-            Some(rate) => self.say(format_args!("{rate:.1} tok/s ({:.0}ms)\n", metrics.total_ms)),
-            None => self.say(format_args!("n/a tok/s ({:.0}ms)\n", metrics.total_ms)),
-        }
-    }
-
-    fn benchmark_finished(&mut self, result: &BenchmarkResult) {
-        let stats = &result.statistics;
-        self.say(format_args!(
-            "  Average: {}, TTFT: {}\n",
-            mean_pm(stats.tokens_per_second.as_ref(), " tok/s"),
-            mean_pm(stats.time_to_first_token_ms.as_ref(), " ms"),
-        ));
-        for warning in &result.warnings {
-            self.say(format_args!("  ⚠ {warning}\n"));
-        }
-        self.results.push(result.clone());
-        if let Some(json) = &self.json {
-            if let Err(e) = json.write(&self.results) {
-                self.save_error.get_or_insert(e.to_string());
-            }
-        }
+fn status_note(row: &BenchmarkResult) -> String {
+    match row.status {
+        RowStatus::Ok => String::new(),
+        RowStatus::Incomplete => format!(
+            " (incomplete: {} of {} iterations; {})",
+            row.iterations_completed,
+            row.repetitions.requested,
+            row.error.as_deref().unwrap_or("stopped")
+        ),
+        RowStatus::Failed => " (failed)".to_string(),
     }
 }
 
-/// The guide's summary block for finished results.
-pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
+/// The guide's summary block for the text rows, and a line per failed row.
+pub fn summary(results: &[BenchmarkResult], saved_to: &[String]) -> String {
     let mut out = format!("\n{RULE}\n\n📊 Benchmark Summary\n");
     let several_backends = results.iter().any(|r| r.backend != results[0].backend);
-    for r in results {
+    let several_models = results.iter().any(|r| r.config.model != results[0].config.model);
+    for r in results.iter().filter(|r| r.test.kind == TestKind::Text) {
         let s = &r.statistics;
-        let backend = if several_backends { format!(" [{}]", r.backend) } else { String::new() };
-        out.push_str(&format!("\n{}{backend}:{}\n", r.config.name, if r.complete { "" } else { " (interrupted)" }));
+        let mut label = r.config.name.clone();
+        if several_backends {
+            label.push_str(&format!(" [{}]", r.backend));
+        }
+        if several_models {
+            label.push_str(&format!(" [{}]", r.config.model));
+        }
+        out.push_str(&format!("\n{label}:{}\n", status_note(r)));
+        if r.status == RowStatus::Failed {
+            out.push_str(&format!("  Error: {}\n", r.error.as_deref().unwrap_or("unknown")));
+            continue;
+        }
         out.push_str(&format!("  Tokens/s: {}", mean_pm(s.tokens_per_second.as_ref(), "")));
         if let Some(Summary { ci95_low: Some(lo), ci95_high: Some(hi), median, .. }) = s.tokens_per_second {
             out.push_str(&format!(" (median {median:.1}, 95% CI {lo:.1}–{hi:.1})"));
@@ -200,47 +118,59 @@ pub fn summary(results: &[BenchmarkResult], saved_to: Option<&str>) -> String {
             ));
         }
         out.push_str(&format!("  Total tokens: {}\n", r.total_tokens));
-        out.push_str(&format!("  Total time: {:.1}s\n", r.total_time_ms / 1000.0));
+        match r.total_time_ms.value() {
+            Some(ms) => out.push_str(&format!("  Total time: {:.1}s\n", ms / 1000.0)),
+            None => out.push_str("  Total time: n/a\n"),
+        }
     }
     // One overall line per backend: averaging llama.cpp's rows with candle's or Ollama's would describe no engine.
+    let text_rows: Vec<&BenchmarkResult> =
+        results.iter().filter(|r| r.test.kind == TestKind::Text && r.status != RowStatus::Failed).collect();
     let mut backends: Vec<&str> = Vec::new();
-    for r in results {
+    for r in &text_rows {
         if !backends.contains(&r.backend.as_str()) {
             backends.push(&r.backend);
         }
     }
     for backend in &backends {
-        let rows = results.iter().filter(|r| r.backend == *backend);
+        let rows = text_rows.iter().filter(|r| r.backend == *backend);
         let rates: Vec<f64> = rows.clone().filter_map(|r| r.tokens_per_second.value()).collect();
         let ttfts: Vec<f64> = rows.clone().filter_map(|r| r.time_to_first_token_ms.value()).collect();
-        // Pooled over the backend's benchmarks: velollm's decode time against the engine's own counters.
-        let (ours, engine) = rows
-            .filter_map(|r| r.harness_overhead)
-            .fold((0.0, 0.0), |(a, b), o| (a + o.eval_ms_velollm, b + o.eval_ms_engine));
         match backends.len() {
             1 => out.push_str("\nOverall Average:\n"),
             _ => out.push_str(&format!("\nOverall Average [{backend}]:\n")),
         }
         out.push_str(&format!("  Tokens/s: {}\n", mean_of(&rates, "")));
         out.push_str(&format!("  TTFT: {}\n", mean_of(&ttfts, "ms")));
-        if engine > 0.0 {
-            let pct = (ours / engine - 1.0) * 100.0;
+        if let Some(pct) = pooled_overhead_percent(rows.copied()) {
             out.push_str(&format!("  Harness overhead vs the engine's own decode timer: {pct:+.2} %\n"));
         }
     }
-    match saved_to {
-        Some(path) => out.push_str(&format!("\n💾 Results saved to {path}\n")),
-        None => out.push_str("\n💡 Tip: Use -o <file> to save results to JSON\n"),
+    if saved_to.is_empty() {
+        out.push_str("\n💡 Tip: Use -o <file> to save results to JSON\n");
+    } else {
+        for path in saved_to {
+            out.push_str(&format!("\n💾 Results saved to {path}\n"));
+        }
     }
     out
 }
 
+/// Pooled over rows: velollm's decode time against the engine's own counters, in per cent.
+pub fn pooled_overhead_percent<'a>(rows: impl Iterator<Item = &'a BenchmarkResult>) -> Option<f64> {
+    let (ours, engine) = rows
+        .filter_map(|r| r.harness_overhead)
+        .fold((0.0, 0.0), |(a, b), o| (a + o.eval_ms_velollm, b + o.eval_ms_engine));
+    (engine > 0.0).then(|| (ours / engine - 1.0) * 100.0)
+}
+
 /// The side-by-side table of a comparison run (`-b llamacpp,ollama`): per benchmark, each backend's decode
-/// rate, TTFT and prompt rate. `None` unless the results come from more than one backend.
+/// rate, TTFT and prompt rate. `None` unless the text rows come from more than one backend.
 pub fn comparison(results: &[BenchmarkResult]) -> Option<String> {
+    let results: Vec<&BenchmarkResult> = results.iter().filter(|r| r.test.kind == TestKind::Text).collect();
     let mut backends: Vec<&str> = Vec::new();
     let mut benchmarks: Vec<&str> = Vec::new();
-    for r in results {
+    for r in &results {
         if !backends.contains(&r.backend.as_str()) {
             backends.push(&r.backend);
         }
@@ -278,4 +208,162 @@ fn mean_of(values: &[f64], unit: &str) -> String {
         return "n/a".into();
     }
     format!("{:.1}{unit}", values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// A parameter column of the sweep table: its header and how a row shows it.
+struct Column {
+    header: &'static str,
+    cell: fn(&BenchmarkResult) -> String,
+}
+
+fn requested(row: &BenchmarkResult) -> &velollm_core::RequestedParams {
+    &row.parameters.requested
+}
+
+fn effective(row: &BenchmarkResult) -> Option<&velollm_core::EffectiveParams> {
+    row.parameters.effective.as_ref()
+}
+
+/// Shows the requested value, and the effective one beside it when the engine did something else.
+fn with_effective(asked: String, did: Option<String>) -> String {
+    match did {
+        Some(did) if did != asked => format!("{asked} ({did})"),
+        _ => asked,
+    }
+}
+
+const COLUMNS: [Column; 12] = [
+    Column { header: "n_gpu_layers", cell: |r| requested(r).load.n_gpu_layers.to_string() },
+    Column { header: "split_mode", cell: |r| requested(r).load.split_mode.to_string() },
+    Column { header: "main_gpu", cell: |r| requested(r).load.main_gpu.to_string() },
+    Column { header: "mmap", cell: |r| u8::from(requested(r).load.use_mmap).to_string() },
+    Column {
+        header: "n_ctx",
+        cell: |r| {
+            with_effective(requested(r).context.n_ctx.to_string(), effective(r).map(|e| e.context.n_ctx.to_string()))
+        },
+    },
+    Column {
+        header: "n_batch",
+        cell: |r| {
+            with_effective(
+                requested(r).context.n_batch.to_string(),
+                effective(r).and_then(|e| e.context.n_batch).map(|b| b.to_string()),
+            )
+        },
+    },
+    Column {
+        header: "n_ubatch",
+        cell: |r| {
+            with_effective(
+                requested(r).context.n_ubatch.to_string(),
+                effective(r).and_then(|e| e.context.n_ubatch).map(|b| b.to_string()),
+            )
+        },
+    },
+    Column { header: "threads", cell: |r| requested(r).context.n_threads.to_string() },
+    Column {
+        header: "fa",
+        cell: |r| {
+            with_effective(
+                requested(r).context.flash_attn.to_string(),
+                effective(r).and_then(|e| e.context.flash_attn).map(|f| f.to_string()),
+            )
+        },
+    },
+    Column { header: "type_k", cell: |r| requested(r).context.type_k.to_string() },
+    Column { header: "type_v", cell: |r| requested(r).context.type_v.to_string() },
+    Column {
+        header: "offloaded",
+        cell: |r| match effective(r) {
+            Some(e) => match (e.load.n_gpu_layers, e.load.n_layers_total) {
+                (Some(done), Some(total)) => format!("{done}/{total}"),
+                (Some(done), None) => done.to_string(),
+                _ => "?".into(),
+            },
+            None => "-".into(),
+        },
+    },
+];
+
+/// Which columns vary across `rows` (the offload column follows `n_gpu_layers`).
+fn varying_columns(rows: &[BenchmarkResult]) -> Vec<&'static Column> {
+    let mut varying: Vec<&Column> = COLUMNS
+        .iter()
+        .filter(|c| c.header != "offloaded")
+        .filter(|c| {
+            let first = (c.cell)(&rows[0]);
+            rows.iter().any(|r| (c.cell)(r) != first)
+        })
+        .collect();
+    if varying.iter().any(|c| c.header == "n_gpu_layers") {
+        varying.push(&COLUMNS[COLUMNS.len() - 1]);
+    }
+    varying
+}
+
+/// The rate cell: `mean ± sd` of the row's rate, or why there is none.
+fn rate_cell(row: &BenchmarkResult) -> String {
+    let rate = mean_pm(row.statistics.tokens_per_second.as_ref(), "");
+    match row.status {
+        RowStatus::Ok => rate,
+        RowStatus::Incomplete => format!("{rate} (incomplete)"),
+        RowStatus::Failed => format!("failed: {}", row.error.as_deref().unwrap_or("unknown")),
+    }
+}
+
+/// A llama-bench-style markdown table of `rows`: model, backend, the parameters that vary, test, and the rate
+/// (tokens/s: the decode rate of a text test, llama-bench's t/s of a token test) as mean ± sample stddev.
+pub fn sweep_table(rows: &[BenchmarkResult]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let columns = varying_columns(rows);
+    let mut header: Vec<String> = vec!["model".into(), "backend".into()];
+    header.extend(columns.iter().map(|c| c.header.to_string()));
+    header.extend(["test".to_string(), "t/s".to_string()]);
+    let mut table: Vec<Vec<String>> = vec![header];
+    for row in rows {
+        let model = row.model.name.clone().unwrap_or_else(|| row.config.model.clone());
+        let model = if row.model.synthetic { format!("{model} (synthetic)") } else { model };
+        let mut cells = vec![model, row.backend.clone()];
+        cells.extend(columns.iter().map(|c| (c.cell)(row)));
+        cells.push(row.config.name.clone());
+        cells.push(rate_cell(row));
+        table.push(cells);
+    }
+    markdown(&table)
+}
+
+/// Renders rows of cells as a markdown table with aligned columns (the last column right-aligned, as
+/// llama-bench aligns its numbers).
+fn markdown(table: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| table.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(&table[0]);
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| if i + 1 == widths.len() { format!("{}:", "-".repeat(w.max(2) - 1)) } else { "-".repeat(w) })
+        .collect();
+    out.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for row in &table[1..] {
+        out.push_str(&line(row));
+    }
+    out
 }

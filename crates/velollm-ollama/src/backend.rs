@@ -10,31 +10,41 @@
 //! - each chunk's arrival time and text are recorded; tokens are counted by the server (`eval_count`),
 //!   never by counting chunks.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use velollm_core::{
-    Backend, BackendError, ChunkArrival, EngineInfo, EngineParams, GenerationRequest, ModelIdentity, RawSample,
-    ServerRecord, ServerRequestOptions, ServerSample, Session, StopReason,
+    Backend, BackendError, ChunkArrival, ContextParams, EffectiveContext, EffectiveLoad, EngineInfo, GenerationRequest,
+    LoadParams, LoadedModel, ModelIdentity, ModelSource, RawSample, ServerRecord, ServerRequestOptions, ServerSample,
+    Session, SourceKind, StopReason,
 };
 
 use crate::client::{OllamaClient, ShowResponse, TagEntry, Timeouts};
 use crate::OllamaError;
 
-/// How to reach the server, and which load-time options the user chose explicitly.
+/// Which load-time options the user set on the command line: only those are sent, so the server's own
+/// defaults apply to the rest (and are recorded as absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExplicitOptions {
+    /// `--n-gpu-layers` given: sent as `num_gpu`.
+    pub num_gpu: bool,
+    /// `--threads` given: sent as `num_thread`.
+    pub num_thread: bool,
+    /// `--batch-size` given: sent as `num_batch`.
+    pub num_batch: bool,
+}
+
+/// How to reach the server, and what to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OllamaSettings {
     /// Base URL, already normalised (see [`crate::base_url`]).
     pub url: String,
     pub timeouts: Timeouts,
-    /// `num_gpu` (layers to offload), sent only when the user set `--n-gpu-layers`.
-    pub num_gpu: Option<u32>,
-    /// `num_thread`, sent only when the user set `--threads`.
-    pub num_thread: Option<u32>,
-    /// `num_batch`, sent only when the user set `--batch-size`.
-    pub num_batch: Option<u32>,
+    pub explicit: ExplicitOptions,
+    /// Leave the model loaded after the run (`--keep-loaded`). By default it is unloaded (`keep_alive: 0`) so
+    /// the server is left as it was found and a following in-process run does not compete for its memory.
+    pub keep_loaded: bool,
 }
 
 impl Default for OllamaSettings {
@@ -42,9 +52,8 @@ impl Default for OllamaSettings {
         OllamaSettings {
             url: crate::DEFAULT_URL.to_string(),
             timeouts: Timeouts::default(),
-            num_gpu: None,
-            num_thread: None,
-            num_batch: None,
+            explicit: ExplicitOptions::default(),
+            keep_loaded: false,
         }
     }
 }
@@ -72,62 +81,155 @@ impl Backend for OllamaBackend {
         "ollama"
     }
 
-    fn needs_local_file(&self) -> bool {
-        false
+    fn source_kind(&self) -> SourceKind {
+        SourceKind::Server
     }
 
     fn check_available(&self) -> Result<Option<String>, BackendError> {
         self.client.version().map(Some).map_err(server_error)
     }
 
-    /// `model` is the name Ollama knows (an `ollama:` prefix is dropped).
-    fn load(&self, model: &Path, params: &EngineParams) -> Result<Box<dyn Session>, BackendError> {
-        let reference = model.to_string_lossy().to_string();
-        let name = crate::model_name(&reference).to_string();
-        if name.starts_with("hf:") || name.ends_with(".gguf") || model.exists() {
-            return Err(server_error(OllamaError::NotAName(reference)));
+    /// Checks the model exists and describes it; the server loads it when a context (its options) is known.
+    fn load_model(
+        &self,
+        source: &ModelSource,
+        params: &LoadParams,
+        _cancel: &Arc<AtomicBool>,
+    ) -> Result<Box<dyn LoadedModel>, BackendError> {
+        let ModelSource::Server(reference) = source else {
+            return Err(server_error(OllamaError::NotAName(source.describe())));
+        };
+        let name = crate::model_name(reference).to_string();
+        if name.starts_with("hf:") || name.ends_with(".gguf") || std::path::Path::new(&name).exists() {
+            return Err(server_error(OllamaError::NotAName(reference.clone())));
         }
         let version = self.client.version().map_err(server_error)?;
         let show = self.client.show(&name).map_err(server_error)?;
-        // `/api/tags` and `/api/ps` only add to the record (digest, VRAM use): a server that cannot answer
-        // them (an older version, a proxy that hides them) still gets measured, with those fields null.
+        // `/api/tags` only adds to the record (the digest): a server that cannot answer it (an older version,
+        // a proxy that hides it) still gets measured, with that field null.
         let tag = self.client.tags().unwrap_or_default().into_iter().find(|t| same_model(&name, &t.name));
+        Ok(Box::new(OllamaModel {
+            client: self.client.clone(),
+            settings: self.settings.clone(),
+            identity: identity(reference, &name, &show, tag.as_ref()),
+            thinks: show.capabilities.iter().any(|c| c == "thinking"),
+            n_layers: show
+                .model_info
+                .iter()
+                .find(|(key, _)| key.ends_with(".block_count"))
+                .and_then(|(_, value)| value.as_u64())
+                .and_then(|n| u32::try_from(n).ok()),
+            load: params.clone(),
+            name,
+            version,
+            last_load_ms: 0.0,
+        }))
+    }
+}
 
+/// A model the server knows. Each context is a load on the server (its options decide the runner it gets).
+struct OllamaModel {
+    client: OllamaClient,
+    settings: OllamaSettings,
+    name: String,
+    version: String,
+    identity: ModelIdentity,
+    thinks: bool,
+    n_layers: Option<u32>,
+    load: LoadParams,
+    /// Client wall clock of the most recent untimed preload.
+    last_load_ms: f64,
+}
+
+impl LoadedModel for OllamaModel {
+    fn load_ms(&self) -> f64 {
+        self.last_load_ms
+    }
+
+    fn engine_info(&self) -> EngineInfo {
+        EngineInfo {
+            version: Some(format!("Ollama {}", self.version)),
+            build: Some(format!("server at {}", self.settings.url)),
+        }
+    }
+
+    fn effective_load(&self) -> EffectiveLoad {
+        // The server places layers itself and does not say how many it offloaded (only bytes in VRAM, which
+        // the server record keeps): absent, not guessed.
+        EffectiveLoad {
+            n_gpu_layers: None,
+            n_layers_total: self.n_layers.map(|n| n + 1),
+            gpu_devices: Vec::new(),
+            split_mode: None,
+            main_gpu: None,
+            use_mmap: None,
+            model_buffers: Vec::new(),
+        }
+    }
+
+    fn model_identity(&self) -> Option<ModelIdentity> {
+        Some(self.identity.clone())
+    }
+
+    fn new_context(&mut self, params: &ContextParams) -> Result<Box<dyn Session + '_>, BackendError> {
+        let explicit = self.settings.explicit;
         let options = ServerRequestOptions {
-            num_ctx: params.ctx_size,
+            num_ctx: params.n_ctx,
             temperature: 0.0,
-            num_gpu: self.settings.num_gpu,
-            num_thread: self.settings.num_thread,
-            num_batch: self.settings.num_batch,
+            num_gpu: explicit.num_gpu.then(|| self.load.n_gpu_layers.as_count()),
+            num_thread: explicit.num_thread.then_some(params.n_threads),
+            num_batch: explicit.num_batch.then_some(params.n_batch),
         };
         let load_options = load_time_options(&options);
         // An empty prompt only loads the model: its cost is recorded apart, never inside an iteration.
-        let preload = json!({ "model": name, "prompt": "", "stream": false, "options": load_options });
+        let preload = json!({ "model": self.name, "prompt": "", "stream": false, "options": load_options });
         let (loaded, load_wall) = self.client.preload(&preload).map_err(server_error)?;
+        self.last_load_ms = load_wall.as_secs_f64() * 1e3;
         let running = self.client.running().unwrap_or_default();
         let running = running
             .iter()
-            .find(|m| same_model(&name, &m.name) || m.model.as_deref().is_some_and(|n| same_model(&name, n)));
-
+            .find(|m| same_model(&self.name, &m.name) || m.model.as_deref().is_some_and(|n| same_model(&self.name, n)));
         let record = ServerRecord {
             url: self.settings.url.clone(),
-            version: Some(version.clone()),
+            version: Some(self.version.clone()),
             options,
-            load_client_ms: load_wall.as_secs_f64() * 1e3,
+            load_client_ms: self.last_load_ms,
             load_server_ms: loaded.load_duration.map(|ns| ns as f64 / 1e6),
             size_bytes: running.and_then(|m| m.size),
             size_vram_bytes: running.and_then(|m| m.size_vram),
             context_length: running.and_then(|m| m.context_length),
         };
+        let effective = EffectiveContext {
+            // What the server allocated when it says (newer versions), else what it was sent.
+            n_ctx: record.context_length.and_then(|n| u32::try_from(n).ok()).unwrap_or(params.n_ctx),
+            n_batch: record.options.num_batch,
+            n_ubatch: None,
+            n_threads: record.options.num_thread,
+            flash_attn: None,
+            type_k: None,
+            type_v: None,
+            context_buffers: Vec::new(),
+        };
         Ok(Box::new(OllamaSession {
             client: self.client.clone(),
-            identity: identity(&reference, &name, &show, tag.as_ref()),
-            thinks: show.capabilities.iter().any(|c| c == "thinking"),
-            name,
-            version,
+            name: self.name.clone(),
             record,
             load_options,
+            thinks: self.thinks,
+            effective,
         }))
+    }
+}
+
+impl Drop for OllamaModel {
+    fn drop(&mut self) {
+        if self.settings.keep_loaded {
+            return;
+        }
+        // Leave the server as it was found: unload the model (`keep_alive: 0`).
+        if let Err(e) = self.client.unload(&self.name) {
+            tracing::warn!("could not unload {} from Ollama after the run: {e}", self.name);
+        }
     }
 }
 
@@ -193,15 +295,14 @@ fn identity(reference: &str, name: &str, show: &ShowResponse, tag: Option<&TagEn
 /// Distinguishes requests across processes and within one: the prefix that defeats prefix caching.
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A model loaded on the server.
+/// The model loaded on the server with one set of options.
 pub struct OllamaSession {
     client: OllamaClient,
     name: String,
-    version: String,
-    identity: ModelIdentity,
     record: ServerRecord,
     load_options: Map<String, Value>,
     thinks: bool,
+    effective: EffectiveContext,
 }
 
 impl OllamaSession {
@@ -220,25 +321,18 @@ impl OllamaSession {
 }
 
 impl Session for OllamaSession {
-    fn load_ms(&self) -> f64 {
-        self.record.load_client_ms
+    fn effective_context(&self) -> EffectiveContext {
+        self.effective.clone()
     }
 
-    fn engine_info(&self) -> EngineInfo {
-        EngineInfo {
-            version: Some(format!("Ollama {}", self.version)),
-            build: Some(format!("server at {}", self.record.url)),
-        }
+    fn server_record(&self) -> Option<ServerRecord> {
+        Some(self.record.clone())
     }
 
-    fn context_size(&self) -> u32 {
-        self.record.options.num_ctx
-    }
-
-    /// The server tokenizes; nothing here can count its tokens without a request, so only `max_tokens` is
-    /// checked against the context (the server reports the prompt's length with each request).
-    fn count_prompt_tokens(&mut self, _prompt: &str) -> Result<u64, BackendError> {
-        Ok(0)
+    /// The server tokenizes: nothing here can count its tokens without a request, so only `max_tokens` is
+    /// checked against the context (each request's prompt length is checked after it ran: `truncated`).
+    fn count_prompt_tokens(&mut self, _prompt: &str) -> Result<Option<u64>, BackendError> {
+        Ok(None)
     }
 
     fn generate(&mut self, request: &GenerationRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
@@ -256,6 +350,12 @@ impl Session for OllamaSession {
             Some(_) => StopReason::EndOfSequence,
             None if last.eval_count.unwrap_or(0) >= u64::from(request.max_tokens) => StopReason::Length,
             None => StopReason::EndOfSequence,
+        };
+        let truncated = match (last.prompt_eval_count, last.eval_count) {
+            (Some(prompt_tokens), Some(generated)) => {
+                Some(prompt_tokens + generated >= u64::from(self.record.options.num_ctx))
+            }
+            _ => None,
         };
         let as_ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Ok(RawSample {
@@ -282,21 +382,17 @@ impl Session for OllamaSession {
                     .map(|(at, text)| ChunkArrival { time_ns: as_ns(*at), text: text.clone() })
                     .collect(),
                 client_total_ns: as_ns(streamed.total),
+                truncated,
             }),
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
         })
     }
 
     fn detokenize(&mut self, _token_ids: &[u32]) -> Result<String, BackendError> {
         // Server samples carry their text; see `Session::generated_text`.
         Ok(String::new())
-    }
-
-    fn model_identity(&self) -> Option<ModelIdentity> {
-        Some(self.identity.clone())
-    }
-
-    fn server_record(&self) -> Option<ServerRecord> {
-        Some(self.record.clone())
     }
 }
 

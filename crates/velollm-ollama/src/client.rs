@@ -244,6 +244,21 @@ impl OllamaClient {
         Ok((chunk, elapsed))
     }
 
+    /// Unloads the model from the server's memory (`keep_alive: 0` on an empty request).
+    pub fn unload(&self, model: &str) -> Result<(), OllamaError> {
+        let body = serde_json::json!({ "model": model, "prompt": "", "stream": false, "keep_alive": 0 });
+        let response = self
+            .agent
+            .post(&self.endpoint("/api/generate"))
+            .send_json(&body)
+            .map_err(|e| self.model_error(e, model, "unloading the model"))?;
+        let chunk: GenerateChunk = self.read_json(response, "/api/generate")?;
+        match chunk.error {
+            Some(error) => Err(OllamaError::InStream(error)),
+            None => Ok(()),
+        }
+    }
+
     /// A streaming `/api/generate`. `start` is taken before the request is sent; each chunk's time is read
     /// when its line has arrived. `keep_going` is asked between chunks; when it says no, the stream is
     /// dropped and `Ok(None)` returned.

@@ -15,7 +15,7 @@ pub mod client;
 pub mod store;
 pub mod url;
 
-pub use backend::{OllamaBackend, OllamaSettings};
+pub use backend::{ExplicitOptions, OllamaBackend, OllamaSettings};
 pub use client::OllamaError;
 pub use store::{parse_model_name, resolve_in_store, store_roots, ModelName, StoreModel};
 pub use url::{base_url, DEFAULT_URL};

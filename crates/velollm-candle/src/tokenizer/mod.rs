@@ -254,6 +254,11 @@ impl Tokenizer {
         self.bos
     }
 
+    /// Whether encoding starts with BOS (`tokenizer.ggml.add_bos_token`, or the model type's default).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
     pub fn eos_token(&self) -> Option<u32> {
         self.eos
     }

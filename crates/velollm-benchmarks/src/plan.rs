@@ -1,0 +1,357 @@
+//! The plan: parameter lists and tests turned into an ordered list of instances, each one row.
+//!
+//! Instances are ordered like llama-bench's: model slowest, then backend, then load parameters, then context
+//! parameters, then tests, so a model is loaded once per distinct set of load parameters and a context is
+//! created only when a context parameter changes. Pure data: tested without any model.
+
+use std::time::Duration;
+
+use velollm_core::{
+    BenchmarkConfig, ContextParams, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode, TokenTest,
+};
+
+use crate::BenchError;
+
+/// One test of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestCase {
+    /// The guide's benchmark: a prompt, a fixed output length, `iterations` timed runs.
+    Text(BenchmarkConfig),
+    /// A llama-bench test with its repetition count.
+    Tokens { test: TokenTest, repetitions: u32 },
+}
+
+impl TestCase {
+    pub fn name(&self) -> String {
+        match self {
+            TestCase::Text(config) => config.name.clone(),
+            TestCase::Tokens { test, .. } => test.name(),
+        }
+    }
+
+    /// The repetitions a fixed-count run does.
+    pub fn fixed_count(&self) -> u32 {
+        match self {
+            TestCase::Text(config) => config.iterations,
+            TestCase::Tokens { repetitions, .. } => *repetitions,
+        }
+    }
+}
+
+/// How many timed repetitions a test gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Repetitions {
+    /// Each test's own count (the suite's 5/3/3, `--iterations`, `-r N`).
+    Fixed,
+    /// Repeat until the 95 % confidence interval of the rate is narrow enough, or a cap is reached.
+    Auto(AutoRepetitions),
+}
+
+/// `--repetitions auto`: stop when the CI half-width is within `target_ci_percent` of the mean (after at
+/// least `min` repetitions), or when `max_time` of timed work or `max` repetitions is reached.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AutoRepetitions {
+    pub target_ci_percent: f64,
+    pub max_time: Duration,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for AutoRepetitions {
+    fn default() -> Self {
+        AutoRepetitions { target_ci_percent: 2.0, max_time: Duration::from_secs(60), min: 3, max: 200 }
+    }
+}
+
+/// Every list a sweep takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSpec {
+    /// Model references as the user typed them.
+    pub models: Vec<String>,
+    /// Backend names, resolved (no `auto`).
+    pub backends: Vec<String>,
+    pub n_gpu_layers: Vec<GpuLayers>,
+    pub split_mode: Vec<SplitMode>,
+    pub main_gpu: Vec<u32>,
+    pub use_mmap: Vec<bool>,
+    pub n_ctx: Vec<u32>,
+    pub n_batch: Vec<u32>,
+    pub n_ubatch: Vec<u32>,
+    pub n_threads: Vec<u32>,
+    pub flash_attn: Vec<FlashAttention>,
+    pub type_k: Vec<KvCacheType>,
+    pub type_v: Vec<KvCacheType>,
+    pub tests: Vec<TestCase>,
+}
+
+impl SweepSpec {
+    /// One model, one backend, llama-bench's default parameters with `threads`, and `tests`.
+    pub fn single(model: &str, backend: &str, threads: u32, tests: Vec<TestCase>) -> SweepSpec {
+        let load = LoadParams::default();
+        let context = ContextParams::with_threads(threads);
+        SweepSpec {
+            models: vec![model.to_string()],
+            backends: vec![backend.to_string()],
+            n_gpu_layers: vec![load.n_gpu_layers],
+            split_mode: vec![load.split_mode],
+            main_gpu: vec![load.main_gpu],
+            use_mmap: vec![load.use_mmap],
+            n_ctx: vec![context.n_ctx],
+            n_batch: vec![context.n_batch],
+            n_ubatch: vec![context.n_ubatch],
+            n_threads: vec![context.n_threads],
+            flash_attn: vec![context.flash_attn],
+            type_k: vec![context.type_k],
+            type_v: vec![context.type_v],
+            tests,
+        }
+    }
+
+    fn load_params(&self) -> Vec<LoadParams> {
+        let mut all = Vec::new();
+        for &n_gpu_layers in &self.n_gpu_layers {
+            for &split_mode in &self.split_mode {
+                for &main_gpu in &self.main_gpu {
+                    for &use_mmap in &self.use_mmap {
+                        all.push(LoadParams { n_gpu_layers, split_mode, main_gpu, use_mmap });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    fn context_params(&self) -> Vec<ContextParams> {
+        let mut all = Vec::new();
+        for &n_ctx in &self.n_ctx {
+            for &n_batch in &self.n_batch {
+                for &n_ubatch in &self.n_ubatch {
+                    for &n_threads in &self.n_threads {
+                        for &flash_attn in &self.flash_attn {
+                            for &type_k in &self.type_k {
+                                for &type_v in &self.type_v {
+                                    all.push(ContextParams {
+                                        n_ctx,
+                                        n_batch,
+                                        n_ubatch,
+                                        n_threads,
+                                        flash_attn,
+                                        type_k,
+                                        type_v,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// The names of the parameters given more than one value: the columns a sweep table shows.
+    pub fn varying(&self) -> Vec<&'static str> {
+        let lists: [(&'static str, usize); 15] = [
+            ("model", self.models.len()),
+            ("backend", self.backends.len()),
+            ("n_gpu_layers", self.n_gpu_layers.len()),
+            ("split_mode", self.split_mode.len()),
+            ("main_gpu", self.main_gpu.len()),
+            ("use_mmap", self.use_mmap.len()),
+            ("n_ctx", self.n_ctx.len()),
+            ("n_batch", self.n_batch.len()),
+            ("n_ubatch", self.n_ubatch.len()),
+            ("n_threads", self.n_threads.len()),
+            ("flash_attn", self.flash_attn.len()),
+            ("type_k", self.type_k.len()),
+            ("type_v", self.type_v.len()),
+            ("test", self.tests.len()),
+            ("", 0),
+        ];
+        lists.iter().filter(|(name, n)| !name.is_empty() && *n > 1).map(|(name, _)| *name).collect()
+    }
+}
+
+/// One row to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// Position in the plan, from 0.
+    pub index: usize,
+    /// Index into [`SweepSpec::models`].
+    pub model: usize,
+    /// Index into [`SweepSpec::backends`].
+    pub backend: usize,
+    pub load: LoadParams,
+    pub context: ContextParams,
+    /// Index into [`SweepSpec::tests`].
+    pub test: usize,
+}
+
+impl Instance {
+    /// Instances with the same key share a loaded model.
+    pub fn load_key(&self) -> (usize, usize, &LoadParams) {
+        (self.model, self.backend, &self.load)
+    }
+
+    /// Instances with the same key share a context.
+    pub fn context_key(&self) -> (usize, usize, &LoadParams, &ContextParams) {
+        (self.model, self.backend, &self.load, &self.context)
+    }
+}
+
+/// A sweep expanded into ordered instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub spec: SweepSpec,
+    pub instances: Vec<Instance>,
+}
+
+/// The most instances one invocation may plan; beyond it a typo (a range meant to be a list) is far likelier
+/// than a real wish.
+pub const MAX_INSTANCES: usize = 100_000;
+
+impl Plan {
+    pub fn new(spec: SweepSpec) -> Result<Plan, BenchError> {
+        let empty = [
+            ("-m", spec.models.is_empty()),
+            ("-b", spec.backends.is_empty()),
+            ("--n-gpu-layers", spec.n_gpu_layers.is_empty()),
+            ("--split-mode", spec.split_mode.is_empty()),
+            ("--main-gpu", spec.main_gpu.is_empty()),
+            ("--mmap", spec.use_mmap.is_empty()),
+            ("--ctx-size", spec.n_ctx.is_empty()),
+            ("--batch-size", spec.n_batch.is_empty()),
+            ("--ubatch-size", spec.n_ubatch.is_empty()),
+            ("--threads", spec.n_threads.is_empty()),
+            ("--flash-attn", spec.flash_attn.is_empty()),
+            ("--cache-type-k", spec.type_k.is_empty()),
+            ("--cache-type-v", spec.type_v.is_empty()),
+            ("tests", spec.tests.is_empty()),
+        ];
+        if let Some((flag, _)) = empty.iter().find(|(_, is_empty)| *is_empty) {
+            return Err(BenchError::InvalidConfig(format!("{flag}: no value to run")));
+        }
+        let loads = spec.load_params();
+        let contexts = spec.context_params();
+        let total = spec
+            .models
+            .len()
+            .saturating_mul(spec.backends.len())
+            .saturating_mul(loads.len())
+            .saturating_mul(contexts.len())
+            .saturating_mul(spec.tests.len());
+        if total > MAX_INSTANCES {
+            return Err(BenchError::InvalidConfig(format!(
+                "the parameter lists combine into {total} runs (at most {MAX_INSTANCES}); shorten a list or a range"
+            )));
+        }
+        let mut instances = Vec::with_capacity(total);
+        for model in 0..spec.models.len() {
+            for backend in 0..spec.backends.len() {
+                for load in &loads {
+                    for context in &contexts {
+                        for test in 0..spec.tests.len() {
+                            instances.push(Instance {
+                                index: instances.len(),
+                                model,
+                                backend,
+                                load: load.clone(),
+                                context: context.clone(),
+                                test,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Plan { spec, instances })
+    }
+
+    /// Model loads the plan needs: one per distinct (model, backend, load parameters).
+    pub fn load_count(&self) -> usize {
+        count_changes(&self.instances, |i| i.load_key())
+    }
+
+    /// Contexts the plan creates: one per distinct (model, backend, load, context parameters).
+    pub fn context_count(&self) -> usize {
+        count_changes(&self.instances, |i| i.context_key())
+    }
+
+    pub fn test(&self, instance: &Instance) -> &TestCase {
+        &self.spec.tests[instance.test]
+    }
+}
+
+/// How often `key` changes along `instances` (plus one for the first): with the plan's ordering, each
+/// distinct key is one contiguous run, so this is the number of loads or contexts.
+fn count_changes<'a, K: PartialEq>(instances: &'a [Instance], key: impl Fn(&'a Instance) -> K) -> usize {
+    let mut count = 0;
+    let mut previous: Option<K> = None;
+    for instance in instances {
+        let current = key(instance);
+        if previous.as_ref() != Some(&current) {
+            count += 1;
+        }
+        previous = Some(current);
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tests(n: usize) -> Vec<TestCase> {
+        (0..n)
+            .map(|i| TestCase::Tokens {
+                test: TokenTest { n_prompt: 64 * (i as u32 + 1), n_gen: 0, n_depth: 0 },
+                repetitions: 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn orders_so_each_load_and_context_is_one_run() {
+        let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(2));
+        spec.n_gpu_layers = vec![GpuLayers::Count(0), GpuLayers::All];
+        spec.n_threads = vec![1, 2];
+        spec.n_ubatch = vec![128, 512];
+        spec.models = vec!["a".into(), "b".into()];
+        let plan = Plan::new(spec).unwrap();
+        // 2 models × 2 ngl × (2 ubatch × 2 threads) × 2 tests.
+        assert_eq!(plan.instances.len(), 32);
+        assert_eq!(plan.load_count(), 4, "one load per model and -ngl value");
+        assert_eq!(plan.context_count(), 16, "one context per load and context combination");
+        // Model varies slowest, tests fastest.
+        assert!(plan.instances[..16].iter().all(|i| i.model == 0));
+        assert_eq!((plan.instances[0].test, plan.instances[1].test), (0, 1));
+        assert_eq!(plan.instances[0].load.n_gpu_layers, GpuLayers::Count(0));
+        assert_eq!(plan.instances[8].load.n_gpu_layers, GpuLayers::All);
+        // Within a load group, ubatch (listed before threads) varies slower than threads.
+        let group: Vec<(u32, u32)> =
+            plan.instances[..8].iter().step_by(2).map(|i| (i.context.n_ubatch, i.context.n_threads)).collect();
+        assert_eq!(group, [(128, 1), (128, 2), (512, 1), (512, 2)]);
+        assert!(plan.instances.iter().enumerate().all(|(n, i)| i.index == n));
+    }
+
+    #[test]
+    fn varying_parameters_are_the_table_columns() {
+        let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(1));
+        assert!(spec.varying().is_empty());
+        spec.n_threads = vec![1, 2];
+        spec.flash_attn = vec![FlashAttention::On, FlashAttention::Off];
+        assert_eq!(spec.varying(), ["n_threads", "flash_attn"]);
+    }
+
+    #[test]
+    fn empty_lists_and_huge_products_are_refused() {
+        let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(1));
+        spec.n_batch.clear();
+        assert!(Plan::new(spec).unwrap_err().to_string().contains("--batch-size: no value to run"));
+        let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(1));
+        spec.n_threads = (1..=400).collect();
+        spec.n_ubatch = (1..=400).collect();
+        let err = Plan::new(spec).unwrap_err().to_string();
+        assert!(err.contains("combine into 160000 runs"), "{err}");
+    }
+}

@@ -1,0 +1,144 @@
+//! What a row measures: a text prompt (the benchmarking guide's suite) or a llama-bench-style token test
+//! (`pp512`, `tg128`, `pp512+tg128`, each optionally `@ d4096`).
+
+use serde::{Deserialize, Serialize};
+
+/// A llama-bench test: `n_prompt` random tokens evaluated as a prompt, then `n_gen` tokens decoded one at a
+/// time, after `n_depth` tokens were put in the KV cache outside the timed region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TokenTest {
+    pub n_prompt: u32,
+    pub n_gen: u32,
+    pub n_depth: u32,
+}
+
+impl TokenTest {
+    pub fn kind(&self) -> TestKind {
+        match (self.n_prompt > 0, self.n_gen > 0) {
+            (true, true) => TestKind::Pg,
+            (true, false) => TestKind::Pp,
+            _ => TestKind::Tg,
+        }
+    }
+
+    /// llama-bench's name: `pp512`, `tg128`, `pp512+tg128`, with ` @ d4096` when the cache is pre-filled.
+    pub fn name(&self) -> String {
+        let base = match self.kind() {
+            TestKind::Pp => format!("pp{}", self.n_prompt),
+            TestKind::Tg => format!("tg{}", self.n_gen),
+            TestKind::Pg | TestKind::Text => format!("pp{}+tg{}", self.n_prompt, self.n_gen),
+        };
+        if self.n_depth > 0 {
+            format!("{base} @ d{}", self.n_depth)
+        } else {
+            base
+        }
+    }
+
+    /// Tokens the timed region processes (llama-bench's t/s numerator).
+    pub fn timed_tokens(&self) -> u64 {
+        u64::from(self.n_prompt) + u64::from(self.n_gen)
+    }
+
+    /// Cache positions the test needs: depth, prompt and generated tokens.
+    pub fn context_needed(&self) -> u64 {
+        u64::from(self.n_depth) + self.timed_tokens()
+    }
+}
+
+/// The shape of a row's test, with llama-bench's field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestKind {
+    /// A text prompt through the tokenizer, greedy decoding (the guide's benchmarks).
+    Text,
+    /// Prompt processing only.
+    Pp,
+    /// Token generation only.
+    Tg,
+    /// Prompt then generation, timed together.
+    Pg,
+}
+
+/// What a row measured, as llama-bench describes a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TestShape {
+    pub kind: TestKind,
+    /// Prompt tokens (for text tests: per iteration, as tokenized; 0 when unknown, e.g. a failed row).
+    pub n_prompt: u64,
+    pub n_gen: u32,
+    pub n_depth: u32,
+}
+
+impl TestShape {
+    pub fn of_tokens(test: &TokenTest) -> TestShape {
+        TestShape { kind: test.kind(), n_prompt: test.n_prompt.into(), n_gen: test.n_gen, n_depth: test.n_depth }
+    }
+}
+
+/// A deterministic source of random token ids, the same on every engine for the same seed and vocabulary
+/// (llama-bench draws with `std::rand()`; only the ids' randomness matters, not the generator).
+/// SplitMix64: tiny, fast, and good enough to spread ids over a vocabulary.
+#[derive(Debug, Clone)]
+pub struct TokenRng {
+    state: u64,
+}
+
+impl TokenRng {
+    pub fn new(seed: u64) -> TokenRng {
+        TokenRng { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A token id in `0..n_vocab`.
+    pub fn token(&mut self, n_vocab: u32) -> u32 {
+        assert!(n_vocab > 0, "a vocabulary has at least one token");
+        // Lemire's multiply-shift: unbiased enough for 2^32-sized ranges and branch-free.
+        ((self.next_u64() >> 32) * u64::from(n_vocab) >> 32) as u32
+    }
+
+    /// `count` token ids; the first is `first` when given (llama-bench starts with BOS when the vocabulary
+    /// adds one).
+    pub fn tokens(&mut self, count: usize, n_vocab: u32, first: Option<u32>) -> Vec<u32> {
+        (0..count)
+            .map(|i| if i == 0 { first.unwrap_or_else(|| self.token(n_vocab)) } else { self.token(n_vocab) })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_llama_bench() {
+        let t = |n_prompt, n_gen, n_depth| TokenTest { n_prompt, n_gen, n_depth }.name();
+        assert_eq!(t(512, 0, 0), "pp512");
+        assert_eq!(t(0, 128, 0), "tg128");
+        assert_eq!(t(512, 128, 0), "pp512+tg128");
+        assert_eq!(t(0, 128, 4096), "tg128 @ d4096");
+        assert_eq!(TokenTest { n_prompt: 64, n_gen: 0, n_depth: 0 }.kind(), TestKind::Pp);
+        assert_eq!(TokenTest { n_prompt: 64, n_gen: 16, n_depth: 8 }.context_needed(), 88);
+    }
+
+    #[test]
+    fn random_tokens_are_deterministic_and_in_range() {
+        let a = TokenRng::new(7).tokens(1000, 50, Some(1));
+        let b = TokenRng::new(7).tokens(1000, 50, Some(1));
+        assert_eq!(a, b);
+        assert_eq!(a[0], 1);
+        assert!(a.iter().all(|&t| t < 50));
+        // Every id of a small vocabulary shows up: the draw spreads over the range.
+        let mut seen = [false; 50];
+        a.iter().for_each(|&t| seen[t as usize] = true);
+        assert!(seen.iter().all(|&s| s));
+        assert_ne!(TokenRng::new(8).tokens(10, 1000, None), TokenRng::new(7).tokens(10, 1000, None));
+    }
+}
