@@ -241,7 +241,7 @@ pub struct EngineDevice {
 /// A STREAM-style measurement of this machine's memory bandwidth (`velollm detect --bandwidth`).
 ///
 /// Rates are bytes moved ÷ time, in GB/s (10⁹ bytes/s), the best of `repetitions` runs of each kernel:
-/// copy `c[i] = a[i]` counts 16 bytes per element, triad `a[i] = b[i] + s·c[i]` 24, read (a sum) 8. Write-allocate
+/// copy `c[i] = a[i]` counts 16 bytes per element, triad `a[i] = b[i] + s·c[i]` 24, read (an integer sum of a) 8. Write-allocate
 /// traffic is not counted, as in STREAM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BandwidthMeasurement {

@@ -41,7 +41,11 @@ pub struct GpuIterationTelemetry {
     pub uuid: Option<String>,
     pub energy_joules: Option<f64>,
     pub energy_source: Option<EnergySource>,
+    /// Device-wide VRAM in use (all processes), the highest sample.
     pub peak_vram_used_bytes: Option<u64>,
+    /// This process's VRAM at the end of the iteration (`nvmlDeviceGetComputeRunningProcesses`); absent where
+    /// NVML cannot see the process (inside a container, whose PIDs differ from the host's).
+    pub process_vram_used_bytes: Option<u64>,
     /// Time-weighted mean of the sampled power (trapezoids over the samples ÷ their time span).
     pub avg_power_watts: Option<f64>,
     pub peak_power_watts: Option<f64>,
@@ -88,6 +92,7 @@ impl GpuIterationTelemetry {
             energy_joules,
             energy_source,
             peak_vram_used_bytes: samples.iter().filter_map(|s| s.vram_used_bytes).max(),
+            process_vram_used_bytes: None,
             avg_power_watts,
             peak_power_watts: power.iter().map(|p| p.1).max_by(f64::total_cmp),
             max_temperature_c: max_of(|s| s.temperature_c),
@@ -137,6 +142,7 @@ pub struct GpuRowTelemetry {
     pub avg_power_watts: Option<f64>,
     pub peak_power_watts: Option<f64>,
     pub peak_vram_used_bytes: Option<u64>,
+    pub process_vram_used_bytes: Option<u64>,
     pub max_temperature_c: Option<u32>,
     pub min_sm_clock_mhz: Option<u32>,
     pub max_sm_clock_mhz: Option<u32>,
@@ -214,6 +220,7 @@ impl RowTelemetry {
                     avg_power_watts,
                     peak_power_watts: records.iter().filter_map(|g| g.peak_power_watts).max_by(f64::total_cmp),
                     peak_vram_used_bytes: records.iter().filter_map(|g| g.peak_vram_used_bytes).max(),
+                    process_vram_used_bytes: records.iter().filter_map(|g| g.process_vram_used_bytes).max(),
                     max_temperature_c: records.iter().filter_map(|g| g.max_temperature_c).max(),
                     min_sm_clock_mhz: records.iter().filter_map(|g| g.min_sm_clock_mhz).min(),
                     max_sm_clock_mhz: records.iter().filter_map(|g| g.max_sm_clock_mhz).max(),
