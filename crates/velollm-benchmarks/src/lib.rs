@@ -23,12 +23,14 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
+mod hardware;
 #[cfg(feature = "hf")]
 pub mod hf;
 mod model;
 mod runner;
 mod suite;
 
+pub use hardware::{engine_devices, hardware_info};
 pub use model::{
     default_model_for, identify_model, known_models, model_dir, resolve_model, resolve_model_source, KnownModel,
     ResolvedModel, DEFAULT_MODEL,
@@ -42,6 +44,9 @@ pub use velollm_core::{
     BackendError, BenchmarkConfig, BenchmarkResult, EngineInfo, EngineParams, FlashAttention, GenerationParams,
     IterationMetrics, Measured, ModelIdentity,
 };
+/// The devices llama.cpp sees (`velollm_llamacpp::devices`).
+#[cfg(feature = "llamacpp")]
+pub use velollm_llamacpp::devices as llamacpp_devices;
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
 #[derive(Debug, thiserror::Error)]
