@@ -1,5 +1,8 @@
 //! `velollm`: argument parsing and rendering only; the work happens in the library crates.
 
+mod detect;
+mod optimize;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,10 @@ struct Cli {
 enum Command {
     /// Run the standard benchmark suite (or a custom prompt) and report tokens/s, TTFT and total time.
     Benchmark(BenchmarkArgs),
+    /// Describe this machine: CPU, memory, GPUs (NVML, sysfs), backends and engine devices (JSON when piped).
+    Detect(detect::DetectArgs),
+    /// Recommend Ollama server variables and velollm / llama.cpp settings for this machine (a sourceable script).
+    Optimize(optimize::OptimizeArgs),
 }
 
 #[derive(Args)]
@@ -201,6 +208,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Benchmark(args) => benchmark(args, cli.verbose, process_start).await,
+            Command::Detect(args) => detect::run(args),
+            Command::Optimize(args) => optimize::run(args),
         }
     });
     match outcome {

@@ -46,7 +46,7 @@ pub const MAX_LOADED_MODELS: ServerVariable = ServerVariable {
     name: "OLLAMA_MAX_LOADED_MODELS",
     read_at: "envconfig/config.go:277",
     used_at: "server/sched.go:226",
-    default: "0 (3 per GPU)",
+    default: "0, meaning 3 per GPU",
 };
 pub const KEEP_ALIVE: ServerVariable = ServerVariable {
     name: "OLLAMA_KEEP_ALIVE",

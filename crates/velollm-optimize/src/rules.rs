@@ -185,7 +185,11 @@ fn model_rules(
 ) {
     let hw = request.hardware;
     let ctx = request.ctx_size.unwrap_or_else(|| DEFAULT_CTX.min(model.context_train.unwrap_or(DEFAULT_CTX)));
-    let asked = if request.ctx_size.is_some() { "as asked (--ctx-size)" } else { "velollm's default context" };
+    let asked = if request.ctx_size.is_some() {
+        "as asked (--ctx-size)".to_string()
+    } else {
+        format!("optimize's default context ({DEFAULT_CTX} tokens, capped at the model's training context); choose another with --ctx-size")
+    };
     let kv = |kv_type: &str| model.kv_bytes_per_token_f16.and_then(|per_token| kv_cache_bytes(per_token, ctx, kv_type));
     if model.kv_bytes_per_token_f16.is_none() {
         notes.push(format!(
@@ -208,17 +212,17 @@ fn model_rules(
 
     let Some(largest) = gpus.iter().copied().max_by_key(|g| g.vram_total_bytes.unwrap_or(0)) else {
         // CPU only: the model lives in RAM.
-        r.ctx_size = Some(Choice::new(ctx, asked));
         let available = hw.memory.available_bytes.or(hw.memory.total_bytes);
+        let mut reason = asked;
         if let Some(available) = available {
-            if !fits(weights, kv_f16, available) {
-                notes.push(format!(
-                    "{}: {} of available memory: expect swapping; choose a smaller model or quantization",
-                    model.name,
-                    budget(kv_f16, "f16", available, "")
-                ));
+            let fit = budget(kv_f16, "f16", available, "the available memory");
+            if fits(weights, kv_f16, available) {
+                reason = format!("{reason}; {fit}");
+            } else {
+                notes.push(format!("{}: {fit}: expect swapping; choose a smaller model or quantization", model.name));
             }
         }
+        r.ctx_size = Some(Choice::new(ctx, reason));
         return;
     };
     let vram = largest.vram_total_bytes.unwrap_or(0);
@@ -226,7 +230,6 @@ fn model_rules(
     let flash = r.flash_attn.as_ref().is_some_and(|c| c.value);
     let on = format!("the VRAM of {}", gpu_label(largest));
     r.ctx_size = Some(Choice::new(ctx, asked));
-
     if fits(weights, kv_f16, vram) {
         r.gpu_layers =
             Some(Choice::new(GpuLayers::All, format!("the whole model fits: {}", budget(kv_f16, "f16", vram, &on))));
