@@ -207,9 +207,9 @@ pub fn script(plan: &Plan, generated_at: &str, velollm_version: &str) -> String 
     s += "#\n";
     s += &comment(
         &format!(
-            "Only variables the Ollama server reads are exported; each is cited from {} (envconfig/config.go reads \
-             them). {} are not Ollama settings at all: they are per-request options, written further down where \
-             they take effect.",
+            "Only variables the Ollama server reads are exported; each cites where Ollama's source ({}) reads \
+             and uses it. {} are not Ollama settings at all: they are per-request options, written further down \
+             where they take effect.",
             ollama::OLLAMA_SOURCE,
             ollama::NOT_SERVER_VARIABLES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
         ),
@@ -243,9 +243,14 @@ pub fn script(plan: &Plan, generated_at: &str, velollm_version: &str) -> String 
         for option in &options {
             s += &comment(&format!("PARAMETER {} {}", option.name, option.value), "  ");
         }
+        // A GGUF path is not an Ollama model name: the request names the model created from the Modelfile.
+        let api_model = match plan.model.as_deref() {
+            Some(name) if !name.ends_with(".gguf") => name,
+            _ => "NAME",
+        };
         s += "# Or in each request to /api/generate or /api/chat:\n";
         let object: Map<String, Value> = options.iter().map(|o| (o.name.to_string(), o.value.clone())).collect();
-        let body = json!({"model": plan.model.as_deref().unwrap_or("MODEL"), "prompt": "...", "options": object});
+        let body = json!({"model": api_model, "prompt": "...", "options": object});
         s += &format!("#   {}\n", comment_text(&body.to_string()));
     }
 
