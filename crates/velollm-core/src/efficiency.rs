@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::HardwareInfo;
+
 /// `bytes_per_token × tokens_per_second ÷ bandwidth_bytes_per_second`, as a fraction (0.62 = 62 % of the
 /// roofline). `None` when an input is not a positive finite number.
 pub fn decode_efficiency(bytes_per_token: u64, tokens_per_second: f64, bandwidth_bytes_per_second: f64) -> Option<f64> {
@@ -57,9 +59,80 @@ impl DecodeEfficiency {
     }
 }
 
+/// The bandwidth a run reads its weights at (docs/metrics.md), in bytes/s, and where it comes from:
+/// - nothing offloaded (`layers_offloaded == 0`): the measured CPU roofline, when `velollm detect --bandwidth` has
+///   measured one (`hardware.memory_bandwidth`);
+/// - every layer offloaded: the theoretical bandwidth of the GPU, when exactly one GPU reports it (with several,
+///   a token passes through them in turn and no single figure bounds it);
+/// - a partial offload: none (the weights come from two memories at once).
+pub fn roofline_bandwidth(hardware: &HardwareInfo, layers_offloaded: u32, layers_total: u32) -> Option<(f64, String)> {
+    if layers_offloaded == 0 {
+        let b = hardware.memory_bandwidth.as_ref()?;
+        return Some((
+            b.roofline_bytes_per_second(),
+            format!("measured memory bandwidth (velollm detect --bandwidth, {})", b.measured_at),
+        ));
+    }
+    if layers_offloaded < layers_total {
+        return None;
+    }
+    let mut gpus = hardware.gpus.iter().filter(|g| g.theoretical_bandwidth_gb_per_s.is_some());
+    let gpu = gpus.next()?;
+    if gpus.next().is_some() {
+        return None;
+    }
+    Some((
+        gpu.theoretical_bandwidth_gb_per_s? * 1e9,
+        format!("theoretical bandwidth of GPU {} ({})", gpu.index, gpu.name.as_deref().unwrap_or("unnamed")),
+    ))
+}
+
+impl DecodeEfficiency {
+    /// [`DecodeEfficiency::new`] against [`roofline_bandwidth`]; `None` when no bandwidth applies.
+    pub fn for_run(
+        bytes_per_token: u64,
+        tokens_per_second: f64,
+        hardware: &HardwareInfo,
+        layers_offloaded: u32,
+        layers_total: u32,
+    ) -> Option<DecodeEfficiency> {
+        let (bandwidth, source) = roofline_bandwidth(hardware, layers_offloaded, layers_total)?;
+        DecodeEfficiency::new(bytes_per_token, tokens_per_second, bandwidth, source)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BandwidthMeasurement, GpuInfo, GpuSource, GpuVendor};
+
+    #[test]
+    fn the_bandwidth_follows_where_the_weights_live() {
+        let mut hw = HardwareInfo::default();
+        assert_eq!(roofline_bandwidth(&hw, 0, 30), None, "nothing measured");
+        hw.memory_bandwidth = Some(BandwidthMeasurement {
+            measured_at: "2026-11-28T17:00:00Z".into(),
+            copy_gb_per_s: 20.0,
+            triad_gb_per_s: 18.0,
+            read_gb_per_s: 25.0,
+            array_bytes: 1 << 30,
+            threads: 2,
+            repetitions: 5,
+            machine: "m".into(),
+        });
+        let (cpu, source) = roofline_bandwidth(&hw, 0, 30).unwrap();
+        assert_eq!(cpu, 25e9);
+        assert!(source.starts_with("measured"));
+        let mut gpu = GpuInfo::new(0, GpuVendor::Nvidia, GpuSource::Nvml);
+        gpu.theoretical_bandwidth_gb_per_s = Some(1008.0);
+        hw.gpus.push(gpu.clone());
+        assert_eq!(roofline_bandwidth(&hw, 31, 31).unwrap().0, 1008e9);
+        assert_eq!(roofline_bandwidth(&hw, 20, 31), None, "partial offload");
+        hw.gpus.push(gpu);
+        assert_eq!(roofline_bandwidth(&hw, 31, 31), None, "two GPUs");
+        let e = DecodeEfficiency::for_run(100_000_000, 100.0, &hw, 0, 31).unwrap();
+        assert!((e.percent_of_roofline - 40.0).abs() < 1e-9);
+    }
 
     #[test]
     fn hand_checked_example() {

@@ -18,7 +18,7 @@ mod stats;
 mod telemetry;
 
 pub use backend::{decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, Session};
-pub use efficiency::{decode_efficiency, DecodeEfficiency};
+pub use efficiency::{decode_efficiency, roofline_bandwidth, DecodeEfficiency};
 pub use hardware::{
     nominal_vram_gb, theoretical_bandwidth_gb_per_s, BandwidthMeasurement, CpuDetails, EngineDevice, GpuInfo,
     GpuSource, GpuVendor, HardwareInfo, MemoryDetails, NvmlStatus, OsDetails,
