@@ -277,6 +277,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sampler_can_be_shared_across_threads_and_awaits() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Telemetry>();
+    }
+
+    #[test]
     fn vm_hwm_is_read_in_bytes() {
         let status = "Name:\tvelollm\nVmPeak:\t  900 kB\nVmHWM:\t   123456 kB\nVmRSS:\t  1000 kB\n";
         assert_eq!(parse_vm_hwm(status), Some(123_456 * 1024));
