@@ -23,6 +23,7 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
+mod hardware;
 #[cfg(feature = "hf")]
 pub mod hf;
 mod model;
@@ -31,6 +32,7 @@ pub mod range;
 mod runner;
 mod suite;
 
+pub use hardware::{engine_devices, hardware_info};
 pub use model::{
     default_model_for, fetch_dir, identify_model, known_models, model_dirs, resolve_model, resolve_model_source,
     user_model_dir, KnownModel, ResolvedModel, DEFAULT_MODEL,
@@ -46,6 +48,9 @@ pub use velollm_core::{
     BackendError, BenchmarkConfig, BenchmarkResult, ContextParams, EngineInfo, FlashAttention, GenerationParams,
     GpuLayers, IterationMetrics, KvCacheType, LoadParams, Measured, ModelIdentity, RowStatus, SplitMode, TokenTest,
 };
+/// The devices llama.cpp sees (`velollm_llamacpp::devices`).
+#[cfg(feature = "llamacpp")]
+pub use velollm_llamacpp::devices as llamacpp_devices;
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
 #[derive(Debug, thiserror::Error)]

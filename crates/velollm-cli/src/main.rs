@@ -2,6 +2,8 @@
 
 mod args;
 mod benchmark;
+mod detect;
+mod optimize;
 mod progress;
 
 use std::ffi::OsString;
@@ -28,6 +30,10 @@ enum Command {
     /// Run the standard benchmark suite, a custom prompt, llama-bench-style tests (--pp/--tg/--pg), or a sweep
     /// of parameters, and report tokens/s, TTFT and total time.
     Benchmark(Box<args::BenchmarkArgs>),
+    /// Describe this machine: CPU, memory, GPUs (NVML, sysfs), backends and engine devices (JSON when piped).
+    Detect(detect::DetectArgs),
+    /// Recommend Ollama server variables and velollm / llama.cpp settings for this machine (a sourceable script).
+    Optimize(optimize::OptimizeArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Benchmark(args) => benchmark::run(*args, cli.verbose, process_start).await,
+            Command::Detect(args) => detect::run(args),
+            Command::Optimize(args) => optimize::run(args),
         }
     });
     match outcome {

@@ -9,16 +9,24 @@
 //! This crate has no heavy dependencies: it is what backends, the runner and exporters agree on.
 
 mod backend;
+mod efficiency;
+mod hardware;
 mod metrics;
 mod params;
 mod result;
 mod sample;
 mod stats;
+mod telemetry;
 mod workload;
 
 pub use backend::{
     decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, LoadedModel, ModelSource,
     Session, SourceKind, TokenRequest,
+};
+pub use efficiency::{decode_efficiency, roofline_bandwidth, DecodeEfficiency};
+pub use hardware::{
+    nominal_vram_gb, theoretical_bandwidth_gb_per_s, BandwidthMeasurement, CpuDetails, EngineDevice, GpuInfo,
+    GpuSource, GpuVendor, HardwareInfo, MemoryDetails, NvmlStatus, OsDetails,
 };
 pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{
@@ -32,4 +40,8 @@ pub use result::{
 };
 pub use sample::{argmax, elapsed_ns, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
 pub use stats::{student_t_975, Summary};
+pub use telemetry::{
+    power_integral_joules, EnergySource, GpuIterationTelemetry, GpuRowTelemetry, GpuSample, IterationTelemetry,
+    RowTelemetry,
+};
 pub use workload::{TestKind, TestShape, TokenRng, TokenTest};

@@ -11,6 +11,8 @@
 
 mod ggml_type;
 mod reader;
+mod weights;
 
 pub use ggml_type::GgmlType;
 pub use reader::{GgufError, GgufFile, MetadataValue, ReadOptions, TensorInfo};
+pub use weights::WeightBytesPerToken;

@@ -1,12 +1,50 @@
 //! What machine velollm runs on.
 //!
-//! Read from Linux's `/proc` and `/etc` files directly: cheap, dependency-free, and each value that cannot
-//! be read is reported as absent rather than guessed.
+//! Read from Linux's `/proc`, `/sys` and `/etc` files directly, and from NVML (loaded at run time, so the build
+//! needs no NVIDIA driver): cheap, and each value that cannot be read is reported as absent rather than guessed.
+//!
+//! - [`detect`]: the hardware snapshot (`velollm detect`, embedded in result rows);
+//! - [`bandwidth`]: a STREAM-style memory-bandwidth probe and its cache;
+//! - [`telemetry`]: the sampler the runner opens and closes around each timed iteration.
 
 use std::collections::BTreeSet;
 use std::fs;
 
-use velollm_core::Environment;
+use velollm_core::{Environment, GpuVendor, HardwareInfo};
+
+pub mod bandwidth;
+pub mod cpu;
+mod gpu_sysfs;
+pub mod memory;
+pub mod nvidia;
+pub mod telemetry;
+#[cfg(test)]
+mod testdir;
+
+pub use gpu_sysfs::{pcie_generation, scan as scan_drm};
+
+/// The hardware snapshot of this machine: CPU, memory, OS, every GPU (NVML, then sysfs for AMD, Intel and
+/// driverless NVIDIA cards) and the cached memory bandwidth, if one was measured. The backends and engine
+/// devices of the build are filled in by `velollm-benchmarks`, which knows them.
+pub fn detect() -> HardwareInfo {
+    let (mut gpus, nvml) = nvidia::detect();
+    let nvml_found_nvidia = !gpus.is_empty();
+    gpus.extend(
+        gpu_sysfs::scan(std::path::Path::new("/sys/class/drm"))
+            .into_iter()
+            .filter(|g| !(nvml_found_nvidia && g.vendor == GpuVendor::Nvidia)),
+    );
+    HardwareInfo {
+        cpu: cpu::detect(),
+        memory: memory::detect_memory(),
+        os: memory::detect_os(),
+        gpus,
+        nvml,
+        backends: Vec::new(),
+        engine_devices: Vec::new(),
+        memory_bandwidth: bandwidth::cached(),
+    }
+}
 
 /// velollm's own version.
 pub const VELOLLM_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -140,6 +178,20 @@ mod tests {
         let info = CpuInfo::parse(text);
         assert_eq!(info.logical_cpus, Some(2));
         assert_eq!(info.physical_cores, None);
+    }
+
+    #[test]
+    fn detect_describes_this_machine() {
+        let hw = detect();
+        assert!(hw.cpu.logical_cpus.unwrap_or(0) >= 1);
+        assert!(hw.memory.total_bytes.unwrap_or(0) > 0);
+        assert_eq!(hw.os.arch, std::env::consts::ARCH);
+        if !hw.nvml.available {
+            assert!(hw.gpus.iter().all(|g| g.source == velollm_core::GpuSource::Sysfs));
+            assert!(hw.nvml.error.is_some());
+        }
+        let json = serde_json::to_value(&hw).unwrap();
+        assert!(json["gpus"].is_array());
     }
 
     #[test]
