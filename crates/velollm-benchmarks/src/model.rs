@@ -197,6 +197,7 @@ pub fn identify_model(reference: &str, path: &Path, cancel: &AtomicBool) -> Resu
         name: gguf.get_str("general.name").map(str::to_string),
         synthetic,
         digest: None,
+        weight_bytes_per_token: gguf.weight_bytes_per_token().map(|w| w.total),
     })
 }
 

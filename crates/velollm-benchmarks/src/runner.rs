@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use velollm_core::{
-    Aggregates, Backend, BackendError, BenchmarkConfig, BenchmarkResult, EffectiveContext, EffectiveLoad,
-    EffectiveParams, EngineInfo, Environment, GenerationParams, GenerationRequest, GpuLayers, IterationMetrics,
-    LoadParams, LoadedModel, ModelIdentity, ModelSource, RawSample, RepetitionRecord, RequestedParams, RowStatus,
-    RunParameters, ServerRecord, Session, SourceKind, StopRule, Summary, TestKind, TestShape, TokenRequest, TokenTest,
-    SCHEMA_VERSION,
+    Aggregates, Backend, BackendError, BenchmarkConfig, BenchmarkResult, DecodeEfficiency, EffectiveContext,
+    EffectiveLoad, EffectiveParams, EngineInfo, Environment, GenerationParams, GenerationRequest, GpuLayers,
+    HardwareInfo, IterationMetrics, IterationTelemetry, LoadParams, LoadedModel, ModelIdentity, ModelSource, RawSample,
+    RepetitionRecord, RequestedParams, RowStatus, RowTelemetry, RunParameters, ServerRecord, Session, SourceKind,
+    StopRule, Summary, TestKind, TestShape, TokenRequest, TokenTest, SCHEMA_VERSION,
 };
+use velollm_hw::telemetry::Telemetry;
 
 use crate::model::{identify_model, resolve_model_source};
 use crate::plan::{Instance, Plan, Repetitions, TestCase};
@@ -127,6 +128,9 @@ pub struct RunOptions {
     pub explicit: ExplicitEngineParams,
     /// Draw a progress bar while a model is downloaded.
     pub download_progress: bool,
+    /// Record GPU telemetry (NVML) and the process's peak memory around every timed iteration, and embed the
+    /// hardware snapshot in every row.
+    pub telemetry: bool,
 }
 
 impl Default for RunOptions {
@@ -141,6 +145,7 @@ impl Default for RunOptions {
             server: ServerConnection::default(),
             explicit: ExplicitEngineParams::default(),
             download_progress: false,
+            telemetry: true,
         }
     }
 }
@@ -288,6 +293,9 @@ pub fn run_plan(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, BenchError> {
+    // The machine and its sampler, once per run: detection reads /proc, /sys, NVML and the engines' devices.
+    let (hardware, telemetry) =
+        if options.telemetry { (Some(crate::hardware_info()), Telemetry::start()) } else { (None, Telemetry::none()) };
     let mut runner = PlanRunner {
         plan,
         prepared,
@@ -298,6 +306,8 @@ pub fn run_plan(
         contexts: 0,
         cpu_notice_given: Vec::new(),
         first_group: true,
+        hardware,
+        telemetry,
     };
     runner.observer.plan_started(plan);
     let interrupted = runner.run()?;
@@ -314,6 +324,8 @@ struct PlanRunner<'p> {
     contexts: usize,
     cpu_notice_given: Vec<String>,
     first_group: bool,
+    hardware: Option<HardwareInfo>,
+    telemetry: Telemetry,
 }
 
 /// What every row of one context shares.
@@ -334,6 +346,8 @@ struct RowBase {
 /// How a test's repetitions went.
 struct Repeated {
     samples: Vec<RawSample>,
+    /// One per sample, taken around it (outside its timed region).
+    telemetry: Vec<IterationTelemetry>,
     stopped_because: StopRule,
     error: Option<String>,
 }
@@ -454,6 +468,7 @@ impl PlanRunner<'_> {
             name: None,
             synthetic: false,
             digest: None,
+            weight_bytes_per_token: None,
         });
         RowBase {
             backend: backend.to_string(),
@@ -471,7 +486,16 @@ impl PlanRunner<'_> {
     /// Every instance of `instances` becomes a failed row with `error`. `Ok(true)` when it was an interruption.
     fn fail_all(&mut self, instances: &[Instance], base: &RowBase, error: &str) -> Result<bool, BenchError> {
         for instance in instances {
-            let row = self.row(base, instance, Vec::new(), RowStatus::Failed, Some(error.to_string()), None, None);
+            let row = self.row(
+                base,
+                instance,
+                Vec::new(),
+                Vec::new(),
+                RowStatus::Failed,
+                Some(error.to_string()),
+                None,
+                None,
+            );
             self.emit(row);
         }
         Ok(false)
@@ -592,7 +616,7 @@ impl PlanRunner<'_> {
         }
         for (instance, unfit) in instances.iter().zip(unfit) {
             if let Some(error) = unfit {
-                let row = self.row(&base, instance, Vec::new(), RowStatus::Failed, Some(error), None, None);
+                let row = self.row(&base, instance, Vec::new(), Vec::new(), RowStatus::Failed, Some(error), None, None);
                 self.emit(row);
                 continue;
             }
@@ -631,8 +655,16 @@ impl PlanRunner<'_> {
                 return Ok(true);
             }
             let rule = self.repetition_record(test, repeated.stopped_because, &repeated.samples);
-            let mut row =
-                self.row(&base, instance, repeated.samples, status, repeated.error, Some(rule), generated_text);
+            let mut row = self.row(
+                &base,
+                instance,
+                repeated.samples,
+                repeated.telemetry,
+                status,
+                repeated.error,
+                Some(rule),
+                generated_text,
+            );
             row.startup_to_first_timed_iteration_ms = first_timed_ms;
             self.emit(row);
             if interrupted {
@@ -702,17 +734,22 @@ impl PlanRunner<'_> {
             }
         };
         self.observer.test_started(at, options.warmup_iterations);
-        let stopped = |samples: Vec<RawSample>, rule: StopRule, error: Option<String>, first_timed_ms| {
-            Ok(RepeatOutcome { outcome: Repeated { samples, stopped_because: rule, error }, first_timed_ms })
+        let mut telemetry: Vec<IterationTelemetry> = Vec::new();
+        let stopped = |samples: Vec<RawSample>,
+                       telemetry: Vec<IterationTelemetry>,
+                       rule: StopRule,
+                       error: Option<String>,
+                       first_timed_ms| {
+            Ok(RepeatOutcome { outcome: Repeated { samples, telemetry, stopped_because: rule, error }, first_timed_ms })
         };
         for i in 1..=options.warmup_iterations {
             self.observer.iteration_started(at, i, true);
             match run_once(session, 0, true) {
                 Ok(_) => self.observer.warmup_finished(at, i),
                 Err(BackendError::Cancelled) => {
-                    return stopped(Vec::new(), StopRule::Interrupted, Some("interrupted".into()), None)
+                    return stopped(Vec::new(), Vec::new(), StopRule::Interrupted, Some("interrupted".into()), None)
                 }
-                Err(e) => return stopped(Vec::new(), StopRule::Error, Some(format!("warm-up: {e}")), None),
+                Err(e) => return stopped(Vec::new(), Vec::new(), StopRule::Error, Some(format!("warm-up: {e}")), None),
             }
         }
 
@@ -726,17 +763,23 @@ impl PlanRunner<'_> {
             repetition += 1;
             self.observer.iteration_started(at, repetition, false);
             let started = *first_timed.get_or_insert_with(Instant::now);
-            match run_once(session, repetition, false) {
+            // Telemetry brackets the engine's whole request; its own clock starts inside it.
+            self.telemetry.begin_iteration(Instant::now());
+            let result = run_once(session, repetition, false);
+            let iteration_telemetry = self.telemetry.end_iteration();
+            match result {
                 Ok(sample) => {
                     let metrics = IterationMetrics::from_sample(&sample);
                     self.observer.iteration_finished(at, repetition, &metrics);
                     rates.extend(metrics.tokens_per_second);
                     samples.push(sample);
+                    telemetry.push(iteration_telemetry);
                     let record = self.repetition_record(test, StopRule::Interrupted, &samples);
                     let mut partial = self.row(
                         base,
                         at.instance,
                         samples.clone(),
+                        telemetry.clone(),
                         RowStatus::Incomplete,
                         Some("interrupted".into()),
                         Some(record),
@@ -746,16 +789,12 @@ impl PlanRunner<'_> {
                     self.observer.row_progress(&partial);
                 }
                 Err(BackendError::Cancelled) => {
-                    return stopped(
-                        samples,
-                        StopRule::Interrupted,
-                        Some("interrupted".into()),
-                        first_timed_ms(first_timed),
-                    )
+                    let first = first_timed_ms(first_timed);
+                    return stopped(samples, telemetry, StopRule::Interrupted, Some("interrupted".into()), first);
                 }
                 Err(e) => {
                     let error = format!("repetition {repetition}: {e}");
-                    return stopped(samples, StopRule::Error, Some(error), first_timed_ms(first_timed));
+                    return stopped(samples, telemetry, StopRule::Error, Some(error), first_timed_ms(first_timed));
                 }
             }
             let rule = match options.repetitions {
@@ -775,7 +814,7 @@ impl PlanRunner<'_> {
                 }
             };
             if let Some(rule) = rule {
-                return stopped(samples, rule, None, first_timed_ms(first_timed));
+                return stopped(samples, telemetry, rule, None, first_timed_ms(first_timed));
             }
         }
     }
@@ -812,6 +851,7 @@ impl PlanRunner<'_> {
         base: &RowBase,
         instance: &Instance,
         samples: Vec<RawSample>,
+        telemetry: Vec<IterationTelemetry>,
         status: RowStatus,
         error: Option<String>,
         repetitions: Option<RepetitionRecord>,
@@ -824,6 +864,15 @@ impl PlanRunner<'_> {
             TestCase::Tokens { test, .. } => test.n_gen,
         };
         let iterations_completed = samples.len() as u32;
+        // Energy per token counts the tokens the test is about: generated ones, and the prompt's for pp/pg.
+        let counted_tokens: Vec<u64> = samples
+            .iter()
+            .map(|s| match test {
+                TestCase::Tokens { test, .. } if test.n_prompt > 0 => s.prompt_tokens + s.token_times_ns.len() as u64,
+                _ => s.token_times_ns.len() as u64 + s.server.as_ref().and_then(|v| v.eval_count).unwrap_or(0),
+            })
+            .collect();
+        let telemetry = (!telemetry.is_empty()).then(|| RowTelemetry::from_iterations(&telemetry, &counted_tokens));
         let agg = Aggregates::from_samples(samples, expected_tokens);
         let shape = match test {
             TestCase::Text(config) => TestShape {
@@ -876,6 +925,7 @@ impl PlanRunner<'_> {
             warnings,
             generated_text,
             samples: agg.records,
+            decode_efficiency: self.decode_efficiency(base, test, agg.tokens_per_second),
             model: base.model.clone(),
             parameters: RunParameters {
                 requested: RequestedParams { load: instance.load.clone(), context: instance.context.clone() },
@@ -884,7 +934,25 @@ impl PlanRunner<'_> {
                 warmup_iterations: self.options.warmup_iterations,
             },
             environment: base.environment.clone(),
+            hardware: self.hardware.clone(),
+            telemetry,
         }
+    }
+
+    /// The decode rate against the memory-bandwidth roofline: text and generation-only tests, where every
+    /// token reads the weights once; `None` without a bandwidth for where the weights are (docs/metrics.md).
+    fn decode_efficiency(&self, base: &RowBase, test: &TestCase, rate: Option<f64>) -> Option<DecodeEfficiency> {
+        let decode_only = match test {
+            TestCase::Text(_) => true,
+            TestCase::Tokens { test, .. } => test.n_prompt == 0,
+        };
+        let load = &base.effective.as_ref()?.load;
+        let bytes_per_token = base.model.weight_bytes_per_token?;
+        let hardware = self.hardware.as_ref()?;
+        if !decode_only {
+            return None;
+        }
+        DecodeEfficiency::for_run(bytes_per_token, rate?, hardware, load.n_gpu_layers?, load.n_layers_total?)
     }
 }
 

@@ -142,6 +142,10 @@ pub struct BenchmarkArgs {
     /// Print only the summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Record no telemetry (GPU power/energy/VRAM through NVML, the process's peak memory) and no hardware
+    /// snapshot in the rows.
+    #[arg(long)]
+    pub no_telemetry: bool,
 }
 
 fn usage(message: impl Into<String>) -> anyhow::Error {

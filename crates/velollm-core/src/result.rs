@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::inter_token_gaps_ms;
 use crate::{
-    EffectiveParams, GenerationParams, IterationMetrics, LatencyPercentiles, RawSample, RequestedParams, Summary,
-    TestShape,
+    DecodeEfficiency, EffectiveParams, GenerationParams, HardwareInfo, IterationMetrics, LatencyPercentiles, RawSample,
+    RequestedParams, RowTelemetry, Summary, TestShape,
 };
 
 /// Version of the JSON layout (docs/result.schema.json). Bumped on any incompatible change: 2 split the
@@ -72,6 +72,9 @@ pub struct ModelIdentity {
     /// from Ollama's server or store: the same digest on both backends means the same model.
     #[serde(default)]
     pub digest: Option<String>,
+    /// Bytes of weights read per generated token, from the file's tensors (docs/metrics.md).
+    #[serde(default)]
+    pub weight_bytes_per_token: Option<u64>,
 }
 
 /// Options sent to a server with every request. Load-time options the user did not set are not sent, so
@@ -300,6 +303,16 @@ pub struct BenchmarkResult {
     pub model: ModelIdentity,
     pub parameters: RunParameters,
     pub environment: Environment,
+    /// The machine, as `velollm detect` describes it, when the row was measured.
+    #[serde(default)]
+    pub hardware: Option<HardwareInfo>,
+    /// GPU power, energy and memory, and the process's peak memory, over the timed iterations (model load and
+    /// warm-up excluded).
+    #[serde(default)]
+    pub telemetry: Option<RowTelemetry>,
+    /// The decode rate against the memory-bandwidth roofline, when a bandwidth applies (docs/metrics.md).
+    #[serde(default)]
+    pub decode_efficiency: Option<DecodeEfficiency>,
 }
 
 impl BenchmarkResult {

@@ -289,6 +289,7 @@ fn identity(reference: &str, name: &str, show: &ShowResponse, tag: Option<&TagEn
         name: Some(name.to_string()),
         synthetic: false,
         digest: tag.and_then(|t| t.digest.clone()).map(|d| if d.contains(':') { d } else { format!("sha256:{d}") }),
+        weight_bytes_per_token: None,
     }
 }
 
