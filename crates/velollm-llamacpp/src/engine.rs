@@ -288,10 +288,13 @@ fn evaluate(
 
 fn engine_counters(context: &mut LlamaContext<'_>) -> EngineCounters {
     let timings = context.timings();
+    // llama.cpp reports each count as at least 1 (`std::max(1, n)`, to keep its printed rates finite); a count
+    // whose time is exactly zero is that floor, not a token it evaluated.
+    let count = |n: i32, ms: f64| if ms == 0.0 { 0 } else { u64::try_from(n).unwrap_or(0) };
     EngineCounters {
-        prompt_eval_count: u64::try_from(timings.n_p_eval()).unwrap_or(0),
+        prompt_eval_count: count(timings.n_p_eval(), timings.t_p_eval_ms()),
         prompt_eval_ms: timings.t_p_eval_ms(),
-        eval_count: u64::try_from(timings.n_eval()).unwrap_or(0),
+        eval_count: count(timings.n_eval(), timings.t_eval_ms()),
         eval_ms: timings.t_eval_ms(),
     }
 }
