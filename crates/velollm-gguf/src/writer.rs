@@ -323,7 +323,7 @@ impl PendingFile {
             return Err(fail("the file is read-only".into()));
         }
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-        let temp = dir.join(format!(".{name}.partial.{}", std::process::id()));
+        let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
