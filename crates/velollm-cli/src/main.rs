@@ -14,6 +14,8 @@ use velollm_benchmarks::{
 };
 use velollm_export::{console, ConsoleReporter, JsonFile};
 
+mod synth;
+
 /// Exit status of a run stopped by Ctrl-C (128 + SIGINT), after saving what was measured.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -31,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run the standard benchmark suite (or a custom prompt) and report tokens/s, TTFT and total time.
     Benchmark(BenchmarkArgs),
+    /// Write a synthetic GGUF model: a public architecture's exact shapes with random weights (--list).
+    Synth(synth::SynthArgs),
 }
 
 #[derive(Args)]
@@ -201,6 +205,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Benchmark(args) => benchmark(args, cli.verbose, process_start).await,
+            Command::Synth(args) => synth::run(args),
         }
     });
     match outcome {
