@@ -5,6 +5,7 @@ mod benchmark;
 mod detect;
 mod optimize;
 mod progress;
+mod synth;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Recommend Ollama server variables and velollm / llama.cpp settings for this machine (a sourceable script).
     Optimize(optimize::OptimizeArgs),
+    /// Write a GGUF with the exact shapes of a public architecture and random weights (sizing hardware
+    /// without downloading a model; every result from it says synthetic).
+    Synth(synth::SynthArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             Command::Benchmark(args) => benchmark::run(*args, cli.verbose, process_start).await,
             Command::Detect(args) => detect::run(args),
             Command::Optimize(args) => optimize::run(args),
+            Command::Synth(args) => synth::run(args),
         }
     });
     match outcome {

@@ -5,6 +5,12 @@
 pub struct GgmlType(pub u32);
 
 impl GgmlType {
+    pub const F32: GgmlType = GgmlType(0);
+    pub const F16: GgmlType = GgmlType(1);
+    pub const Q4_0: GgmlType = GgmlType(2);
+    pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q6_K: GgmlType = GgmlType(14);
+
     /// `(name, elements per block, bytes per block)` for the types ggml defines; `None` for ids this
     /// reader does not know (their extent cannot be checked).
     fn layout(self) -> Option<(&'static str, u64, u64)> {
@@ -52,6 +58,12 @@ impl GgmlType {
             Some((name, _, _)) => name.to_string(),
             None => format!("type{}", self.0),
         }
+    }
+
+    /// `(elements per block, bytes per block)`, if the type is known. A row of a tensor (its first
+    /// dimension) must be a whole number of blocks.
+    pub fn block(self) -> Option<(u64, u64)> {
+        self.layout().map(|(_, elements, bytes)| (elements, bytes))
     }
 
     /// Bytes taken by a tensor of `elements` elements, if the type is known.
