@@ -4,9 +4,10 @@
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian packages the build needs: cmake and a C++ compiler for llama.cpp, libclang for bindgen, unzip for the
-# model wheels, git for the recorded commit; python3 with pip unless a python3 with pip is already on PATH.
+# model wheels, git for the recorded commit, ccache so that a second feature set does not compile llama.cpp
+# again; python3 with pip unless a python3 with pip is already on PATH.
 debian_packages_needed() {
-  echo build-essential cmake libclang-dev pkg-config unzip git ca-certificates
+  echo build-essential cmake libclang-dev pkg-config unzip git ca-certificates ccache
   if ! { command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; }; then
     echo python3 python3-pip
   fi
@@ -32,6 +33,16 @@ ensure_debian_packages() {
   echo "==> installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# llama.cpp's C and C++ through ccache: the build scripts of llama-cpp-sys-2 for different feature sets (and
+# `cargo check`) get build directories of their own and would otherwise compile all of llama.cpp again.
+# CCACHE_BASEDIR=/ makes the absolute paths of those directories irrelevant to the cache key.
+use_ccache() {
+  command -v ccache >/dev/null 2>&1 || return 0
+  export CMAKE_C_COMPILER_LAUNCHER=ccache CMAKE_CXX_COMPILER_LAUNCHER=ccache
+  export CCACHE_DIR="${CCACHE_DIR:-/var/tmp/velollm-ccache}" CCACHE_BASEDIR=/ CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-3G}"
+  mkdir -p "$CCACHE_DIR"
 }
 
 ensure_rust() {

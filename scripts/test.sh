@@ -3,17 +3,20 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+started=$(date +%s)
 ensure_debian_packages
 ensure_rust
+use_ccache
 "$repo_root/scripts/fetch-models.sh"
 cd "$repo_root"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
-echo "==> feature sets (pure-Rust build without llama.cpp, llama.cpp only)"
+echo "==> feature sets, built and run on a real model (pure Rust; llama.cpp only; Ollama only)"
 bash scripts/check-feature-sets.sh
 echo "==> cargo test"
 cargo test --release --locked --workspace
 echo "==> the guide's Custom Benchmarks example"
 cargo run --release --locked -q -p velollm-benchmarks --example custom_benchmark
+echo "==> test command finished in $(( $(date +%s) - started )) s"

@@ -192,7 +192,7 @@ fn a_results_directory_removed_mid_run_loses_nothing() {
     std::fs::create_dir_all(&target).unwrap();
     let out_path = target.join("r.json");
     let model_path = model(SMOLLM2);
-    let mut run = Running::start(&[
+    let run = Running::start(&[
         "benchmark",
         "-m",
         model_path.to_str().unwrap(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use velollm_candle::LoadedModel;
+use velollm_candle::CandleModel;
 use velollm_gguf::{GgufFile, MetadataValue, ReadOptions};
 use velollm_synth::{
     check_replaceable, write_model, write_vocabulary, PendingFile, SynthError, SynthSpec, Vocabulary, ARCHITECTURES,
@@ -80,7 +80,7 @@ fn assert_round_trip(spec: &SynthSpec, vocab: &Vocabulary, path: &Path, bytes: u
 /// Runs a prompt of three tokens and one more step through candle; every logit must be finite, and they
 /// must differ from each other (a model of zeros would pass the first check).
 fn assert_finite_logits(path: &Path, vocab: usize) {
-    let mut model = LoadedModel::load(path, 64).unwrap_or_else(|e| panic!("candle loads {}: {e}", path.display()));
+    let mut model = CandleModel::load(path, 64).unwrap_or_else(|e| panic!("candle loads {}: {e}", path.display()));
     for (tokens, position) in [(&[1u32, 2, 3][..], 0), (&[4][..], 3)] {
         let logits = model.forward(tokens, position).unwrap();
         assert_eq!(logits.len(), vocab);
