@@ -41,10 +41,25 @@ fn shared_backend(engine_logs: bool) -> Result<&'static LlamaBackend, BackendErr
             // Must precede initialisation: llama.cpp's lines are captured (they say what it decided) and,
             // with -v, forwarded to `tracing`.
             logs::install(engine_logs);
+            load_dynamic_backends();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|reason| BackendError::Load { path: String::new(), reason: format!("llama.cpp init: {reason}") })
+}
+
+/// With the `dynamic-backends` feature ggml's backends are shared libraries, loaded before llama.cpp starts: from
+/// `$VELOLLM_GGML_BACKENDS` (a directory) when set, else from the `backends/` directory beside the executable,
+/// else from the directory the build installed them in. Without the feature they are linked in.
+fn load_dynamic_backends() {
+    #[cfg(feature = "dynamic-backends")]
+    {
+        let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|p| p.join("backends")));
+        match std::env::var_os("VELOLLM_GGML_BACKENDS").map(std::path::PathBuf::from).or(beside_exe) {
+            Some(dir) if dir.is_dir() => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
+            _ => llama_cpp_2::llama_backend::load_backends(),
+        }
+    }
 }
 
 /// The in-process llama.cpp engine.
