@@ -10,7 +10,7 @@ files = sorted(raw_dir.glob("*.json"), key=lambda p: ["smollm2", "gemma3", "qwen
 runs = [(p.stem, json.loads(p.read_text())) for p in files]
 env = runs[0][1][0]["environment"]
 params = runs[0][1][0]["parameters"]
-eng = params["engine"]
+eng = params["requested"]
 
 
 def fmt(v, digits=1):
@@ -34,7 +34,7 @@ lines = [
     f"{env['ram_bytes'] / 2**30:.1f} GiB RAM, {env['os']}, kernel {env['kernel']}",
     f"- velollm {env['velollm_version']} (commit {env['velollm_git_commit']}), {env['backend_version']}",
     f"- llama.cpp build: `{env['backend_build']}`",
-    f"- Settings: {eng['threads']} threads, ctx {eng['ctx_size']}, batch {eng['batch_size']}/{eng['ubatch_size']}, "
+    f"- Settings: {eng['n_threads']} threads, ctx {eng['n_ctx']}, batch {eng['n_batch']}/{eng['n_ubatch']}, "
     f"flash-attn {eng['flash_attn']}, mmap {eng['use_mmap']}, greedy, {params['warmup_iterations']} warm-up iteration(s)",
     f"- Date: {runs[0][1][0]['timestamp']}",
     "",

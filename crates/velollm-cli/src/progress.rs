@@ -368,7 +368,17 @@ fn serde_name<T: serde::Serialize>(value: &T) -> String {
 
 /// The summary at the end: the guide's block for text rows, the backend comparison, and the sweep table.
 pub fn final_report(rows: &[BenchmarkResult], saved_to: &[String], table: bool) -> String {
-    let mut out = console::summary(rows, saved_to);
+    let has_text_rows = rows.iter().any(|r| r.test.kind == velollm_core::TestKind::Text);
+    let mut out = if has_text_rows {
+        console::summary(rows, saved_to)
+    } else {
+        // Token tests only: the table is the summary.
+        let mut saved = String::new();
+        for path in saved_to {
+            saved.push_str(&format!("💾 Results saved to {path}\n"));
+        }
+        saved
+    };
     if let Some(comparison) = console::comparison(rows) {
         out.push_str(&comparison);
     }
