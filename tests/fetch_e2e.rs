@@ -406,10 +406,19 @@ fn ctrl_c_during_a_stalled_download_leaves_no_partial_file() {
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if interrupted.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("still running 10 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(interrupted.elapsed() < Duration::from_secs(5), "took {:?}", interrupted.elapsed());
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let status = child.wait().unwrap();
-    assert!(interrupted.elapsed() < Duration::from_secs(5), "took {:?}", interrupted.elapsed());
     assert_eq!(status.code(), Some(130), "{err}");
     assert_eq!(err, "interrupted: the partial download was removed\n");
     assert_eq!(entries(&dir), Vec::<PathBuf>::new(), "left behind");

@@ -520,7 +520,12 @@ struct WorkDir(PathBuf);
 impl WorkDir {
     fn create(path: PathBuf) -> Result<WorkDir, FetchError> {
         let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).map_err(|e| failed(format!("cannot create {}: {e}", path.display())))?;
+        fs::create_dir(&path).map_err(|e| {
+            failed(format!(
+                "cannot create {} ({e}); choose another directory with --dir or VELOLLM_MODELS",
+                path.display()
+            ))
+        })?;
         Ok(WorkDir(path))
     }
 }

@@ -217,7 +217,8 @@ mod download {
                 Event::Resolved { wheels } if self.terminal => {
                     let total = wheels.iter().map(|w| w.size).sum::<Option<u64>>();
                     let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stdout());
-                    let template = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+                    let template =
+                        "{msg} [{bar:25}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec}, ETA {eta}";
                     bar.set_style(
                         ProgressStyle::with_template(template)
                             .unwrap_or_else(|_| ProgressStyle::default_bar())
