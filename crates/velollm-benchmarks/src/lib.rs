@@ -23,6 +23,8 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
+#[cfg(feature = "fetch")]
+pub mod fetch;
 mod hardware;
 #[cfg(feature = "hf")]
 pub mod hf;

@@ -41,6 +41,8 @@ pub struct KnownModel {
     pub file: &'static str,
     pub bytes: u64,
     pub sha256: &'static str,
+    /// Where it is published: space-separated `PACKAGE==VERSION:MEMBER` wheel members, concatenated in order.
+    pub parts: &'static str,
 }
 
 /// The project's models, in manifest order.
@@ -55,6 +57,7 @@ pub fn known_models() -> Vec<KnownModel> {
                 file: cols.next()?,
                 bytes: cols.next()?.parse().ok()?,
                 sha256: cols.next()?,
+                parts: cols.next().unwrap_or(""),
             })
         })
         .collect()
@@ -162,7 +165,7 @@ fn resolve_local(reference: &str) -> Result<PathBuf, BenchError> {
             reference: reference.to_string(),
             file: model.file.to_string(),
             searched: searched.join(", "),
-            fetch_command: format!("velollm fetch {}", model.name),
+            fetch_command: fetch_command(model.name),
         });
     }
     let looks_like_path = reference.contains('/') || reference.ends_with(".gguf");
@@ -174,6 +177,16 @@ fn resolve_local(reference: &str) -> Result<PathBuf, BenchError> {
         "model '{reference}' is neither a file nor a known model name ({})",
         names.join(", ")
     )))
+}
+
+/// How a user gets a missing model: `velollm fetch NAME`, or, in a build without the `fetch` feature, the
+/// script of a clone.
+fn fetch_command(name: &str) -> String {
+    if cfg!(feature = "fetch") {
+        format!("velollm fetch {name}")
+    } else {
+        format!("scripts/fetch-models.sh {name} in a clone of velollm (this build has no `fetch` feature)")
+    }
 }
 
 /// Reads and checks the file's header, hashes it, and describes it. Fails on a missing, foreign or
@@ -202,7 +215,7 @@ pub fn identify_model(reference: &str, path: &Path, cancel: &AtomicBool) -> Resu
 }
 
 /// The file's sha256, or `None` when `cancel` was set while hashing.
-fn sha256_file(path: &Path, cancel: &AtomicBool) -> std::io::Result<Option<String>> {
+pub(crate) fn sha256_file(path: &Path, cancel: &AtomicBool) -> std::io::Result<Option<String>> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -227,7 +240,7 @@ mod tests {
     fn manifest_lists_the_three_test_models() {
         let names: Vec<&str> = known_models().iter().map(|m| m.name).collect();
         assert_eq!(names, ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]);
-        assert!(known_models().iter().all(|m| m.sha256.len() == 64 && m.bytes > 0));
+        assert!(known_models().iter().all(|m| m.sha256.len() == 64 && m.bytes > 0 && !m.parts.is_empty()));
         assert!(names.contains(&DEFAULT_MODEL));
     }
 

