@@ -434,3 +434,21 @@ fn hugging_face_references_resolve_from_the_local_cache() {
     assert!(stderr(&out).contains(repo.to_str().unwrap()), "names the cache path: {}", stderr(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn token_tests_on_a_server_are_failed_rows_that_say_why() {
+    let server = StandIn::start(Script::healthy("tiny"));
+    let dir = scratch("ollama-tokens");
+    let out_path = dir.join("r.json");
+    let out = velollm()
+        .args(["benchmark", "-b", "ollama", "-m", "tiny", "--ollama-url", &server.url, "--tg", "4", "-r", "1"])
+        .args(["-o", out_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "tg4: Ollama tokenizes on the server, so token-level tests");
+    let row = &read_results(&out_path)[0];
+    assert_eq!(row["status"], "failed");
+    assert!(row["error"].as_str().unwrap().contains("need an in-process engine"), "{}", row["error"]);
+    assert!(server.generations().is_empty(), "nothing was sent for a test the server cannot run");
+    let _ = std::fs::remove_dir_all(&dir);
+}

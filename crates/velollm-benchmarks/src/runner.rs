@@ -749,6 +749,10 @@ impl PlanRunner<'_> {
                 Err(BackendError::Cancelled) => {
                     return stopped(Vec::new(), Vec::new(), StopRule::Interrupted, Some("interrupted".into()), None)
                 }
+                // Something the engine cannot do at all is said as it is, not as a warm-up failure.
+                Err(e @ BackendError::Unsupported(_)) => {
+                    return stopped(Vec::new(), Vec::new(), StopRule::Error, Some(e.to_string()), None)
+                }
                 Err(e) => return stopped(Vec::new(), Vec::new(), StopRule::Error, Some(format!("warm-up: {e}")), None),
             }
         }
