@@ -30,18 +30,24 @@ out_dir=$(ls -td "$target"/release/build/llama-cpp-sys-2-*/out | head -1)
 find "$out_dir" -maxdepth 3 \( -name 'libllama*.so*' -o -name 'libggml.so*' -o -name 'libggml-base.so*' \) \
   -exec cp -P {} "$bundle/lib/" \;
 cp "$out_dir"/backends/*.so "$bundle/backends/"
+# The Sapphire Rapids variant carries ggml's AMX kernels, which die with SIGILL on the project's machines
+# (cmake/no-amx.cmake): without it ggml picks the best remaining variant (AVX-512) there.
+rm -f "$bundle/backends/libggml-cpu-sapphirerapids.so"
 strip --strip-unneeded "$bundle/velollm" "$bundle"/lib/*.so* "$bundle"/backends/*.so 2>/dev/null || true
 
 src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp | head -1)
 tar -C "$src" -czf "$bundle/llama.cpp-src.tgz" CMakeLists.txt cmake ggml include src vendor 2>/dev/null \
   || tar -C "$src" -czf "$bundle/llama.cpp-src.tgz" CMakeLists.txt cmake ggml include src
 
-"$bundle/velollm" synth --like llama-3.2-3b --vocab-only -o "$bundle/vocab.gguf" >/dev/null 2>&1 \
-  || "$target/release/velollm" synth --like llama-3.2-3b --vocab-only -o "$bundle/vocab.gguf"
+# The binary finds its libraries through LD_LIBRARY_PATH (scripts/gpu-check.sh sets it the same way).
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+"$bundle/velollm" synth --like llama-3.2-3b --vocab-only -o "$bundle/vocab.gguf"
 
 # The bundle must run here too (on the CPU variants) before it is carried anywhere.
-LD_LIBRARY_PATH="$bundle/lib" "$bundle/velollm" benchmark -m models/SmolLM2-135M-Instruct.Q4_1.gguf \
-  --tg 4 -r 1 --warmup 0 -q >/dev/null
+"$bundle/velollm" benchmark -m models/SmolLM2-135M-Instruct.Q4_1.gguf --tg 4 -r 1 --warmup 0 -q \
+  -o "$bundle/self-check.json" >/dev/null
+grep -q '"status": "ok"' "$bundle/self-check.json" || { echo "error: the bundle did not run here" >&2; exit 1; }
+rm -f "$bundle/self-check.json"
 size=$(du -sm "$bundle" | cut -f1)
 echo "==> gpu-bundle/ is ready (${size} MiB; the device tool carries at most 64 MiB)"
 [ "$size" -lt 64 ] || { echo "error: gpu-bundle is too large to carry" >&2; exit 1; }

@@ -6,6 +6,8 @@ use velollm_core::EngineDevice;
 /// Every ggml backend device compiled into this build (always the CPU; CUDA, Vulkan, Metal devices when
 /// those backends are built in and a device is present). Needs no loaded model.
 pub fn devices() -> Vec<EngineDevice> {
+    // A build with dynamically loaded backends sees its devices only once they are loaded.
+    crate::load_dynamic_backends();
     list_llama_ggml_backend_devices()
         .into_iter()
         .map(|device| EngineDevice {

@@ -51,15 +51,17 @@ fn shared_backend(engine_logs: bool) -> Result<&'static LlamaBackend, BackendErr
 /// With the `dynamic-backends` feature ggml's backends are shared libraries, loaded before llama.cpp starts: from
 /// `$VELOLLM_GGML_BACKENDS` (a directory) when set, else from the `backends/` directory beside the executable,
 /// else from the directory the build installed them in. Without the feature they are linked in.
-fn load_dynamic_backends() {
+pub(crate) fn load_dynamic_backends() {
     #[cfg(feature = "dynamic-backends")]
-    {
+    static LOADED: std::sync::Once = std::sync::Once::new();
+    #[cfg(feature = "dynamic-backends")]
+    LOADED.call_once(|| {
         let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|p| p.join("backends")));
         match std::env::var_os("VELOLLM_GGML_BACKENDS").map(std::path::PathBuf::from).or(beside_exe) {
             Some(dir) if dir.is_dir() => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
             _ => llama_cpp_2::llama_backend::load_backends(),
         }
-    }
+    });
 }
 
 /// The in-process llama.cpp engine.
