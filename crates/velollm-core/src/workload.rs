@@ -101,7 +101,7 @@ impl TokenRng {
     pub fn token(&mut self, n_vocab: u32) -> u32 {
         assert!(n_vocab > 0, "a vocabulary has at least one token");
         // Lemire's multiply-shift: unbiased enough for 2^32-sized ranges and branch-free.
-        ((self.next_u64() >> 32) * u64::from(n_vocab) >> 32) as u32
+        (((self.next_u64() >> 32) * u64::from(n_vocab)) >> 32) as u32
     }
 
     /// `count` token ids; the first is `first` when given (llama-bench starts with BOS when the vocabulary
