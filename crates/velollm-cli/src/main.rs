@@ -2,6 +2,7 @@
 
 mod args;
 mod benchmark;
+mod collect;
 mod progress;
 
 use std::ffi::OsString;
@@ -120,10 +121,23 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Writes to stdout, ignoring a closed pipe (`velollm benchmark | head` must not panic the way `println!` does;
-/// the results files, if any, are written regardless).
+/// Set when stdout carries results (`--format`): the console's text then goes to stderr.
+static STDOUT_RESERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, stdout is for results only; [`show`] writes to stderr.
+pub fn reserve_stdout() {
+    STDOUT_RESERVED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Writes to stdout (stderr once stdout is reserved for results), ignoring a closed pipe (`velollm benchmark |
+/// head` must not panic the way `println!` does; the results files, if any, are written regardless).
 pub fn show(text: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if STDOUT_RESERVED.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
 }
