@@ -3,6 +3,7 @@
 mod args;
 mod benchmark;
 mod collect;
+mod compare;
 mod progress;
 
 use std::ffi::OsString;
@@ -29,6 +30,9 @@ enum Command {
     /// Run the standard benchmark suite, a custom prompt, llama-bench-style tests (--pp/--tg/--pg), or a sweep
     /// of parameters, and report tokens/s, TTFT and total time.
     Benchmark(Box<args::BenchmarkArgs>),
+    /// Compare runs: match the rows of NEW to those of BASE (velollm or llama-bench json/jsonl) and say, per
+    /// metric, what changed and whether it is more than noise (Welch's t-test, 95 % CI of the change).
+    Compare(compare::CompareArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Benchmark(args) => benchmark::run(*args, cli.verbose, process_start).await,
+            Command::Compare(args) => compare::run(args),
         }
     });
     match outcome {
@@ -93,7 +98,13 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut line = lines.next().unwrap_or("error: invalid arguments").to_string();
+            // "the following required arguments were not provided:" lists them on the next lines.
+            if line.ends_with(':') {
+                let listed: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                line = format!("{line} {}", listed.join(" "));
+            }
             let line = line.trim();
             if line.starts_with("error:") {
                 eprintln!("{line} (see --help)");
