@@ -5,6 +5,7 @@ mod benchmark;
 mod collect;
 mod compare;
 mod progress;
+mod report;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ enum Command {
     /// Compare runs: match the rows of NEW to those of BASE (velollm or llama-bench json/jsonl) and say, per
     /// metric, what changed and whether it is more than noise (Welch's t-test, 95 % CI of the change).
     Compare(compare::CompareArgs),
+    /// Write one self-contained HTML page of result files: sweep curves, per-token latency, backends side by
+    /// side, and what changed when given several files.
+    Report(report::ReportArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Benchmark(args) => benchmark::run(*args, cli.verbose, process_start).await,
             Command::Compare(args) => compare::run(args),
+            Command::Report(args) => report::run(args),
         }
     });
     match outcome {

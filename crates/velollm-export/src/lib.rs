@@ -30,6 +30,7 @@ use std::path::Path;
 
 use velollm_core::BenchmarkResult;
 
+pub use files::{check_writable, write_atomically};
 pub use outputs::{Outputs, Saved};
 
 /// One output format: a document made of result rows.
