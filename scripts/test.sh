@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-ensure_debian_packages
+ensure_debian_packages test
 ensure_rust
 "$repo_root/scripts/fetch-models.sh"
 cd "$repo_root"

@@ -311,7 +311,8 @@ impl BarChart {
         let band = frame.plot_width() / groups as f64;
         for (g, name) in self.groups.iter().enumerate() {
             let members: Vec<&Bar> = self.bars.iter().filter(|b| b.group == g).collect();
-            let inner = band * 0.72;
+            // Bars at most 90 units wide, so one group does not become two slabs.
+            let inner = (band * 0.72).min(90.0 * members.len() as f64);
             let width = inner / members.len().max(1) as f64;
             let start = frame.left + band * g as f64 + (band - inner) / 2.0;
             for (i, bar) in members.iter().enumerate() {
