@@ -13,6 +13,12 @@ debian_packages_needed() {
   fi
 }
 
+# Debian packages the tests need on top: the sqlite3 command line (loads the SQL export) and headless Chromium
+# (renders the HTML report so its test can check what a browser shows).
+debian_test_packages_needed() {
+  echo sqlite3 chromium
+}
+
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
   elif command -v sudo >/dev/null 2>&1; then sudo "$@"
@@ -20,13 +26,17 @@ as_root() {
   fi
 }
 
+# Installs what is missing; `ensure_debian_packages test` adds the packages the tests need.
 ensure_debian_packages() {
+  local wanted
+  wanted="$(debian_packages_needed)"
+  if [ "${1:-}" = test ]; then wanted="$wanted $(debian_test_packages_needed)"; fi
   if ! command -v dpkg-query >/dev/null 2>&1; then
-    echo "note: not a Debian system; make sure these are installed: $(debian_packages_needed | tr '\n' ' ')" >&2
+    echo "note: not a Debian system; make sure these are installed: $(echo $wanted)" >&2
     return 0
   fi
   local missing=() pkg
-  for pkg in $(debian_packages_needed); do
+  for pkg in $wanted; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

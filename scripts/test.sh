@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 started=$(date +%s)
-ensure_debian_packages
+ensure_debian_packages test
 ensure_rust
 use_ccache
 "$repo_root/scripts/fetch-models.sh"

@@ -11,7 +11,13 @@ use velollm_benchmarks::{
     GpuLayers, KvCacheType, Repetitions, SplitMode, SweepSpec, TestCase, TokenTest,
 };
 
+use velollm_export::Format;
+
 use crate::UsageError;
+
+fn parse_format(name: &str) -> Result<Format, String> {
+    Format::of_name(name).ok_or_else(|| format!("unknown format '{name}' (known: md, csv, json, jsonl, sql)"))
+}
 
 /// The largest context accepted (tokens). Beyond it a value is a typo, not a model.
 pub const MAX_CTX: u32 = 1 << 20;
@@ -34,10 +40,15 @@ pub struct BenchmarkArgs {
     /// hf:ORG/REPO/FILE.gguf[@REV]. Default: llama3.2:3b when the ollama backend is used, else smollm2-135m.
     #[arg(short, long, value_name = "LIST")]
     pub model: Option<String>,
-    /// Save results; the format follows the extension: .json (the guide's array, rewritten after each row) or
-    /// .jsonl (a row per line, appended as each finishes). Repeat for several files.
+    /// Save results; the format follows the extension: .json (the guide's array) or .md (llama-bench's table),
+    /// rewritten after each row; .jsonl, .csv or .sql (for sqlite3), appended as each row finishes. Repeat for
+    /// several files.
     #[arg(short, long, value_name = "FILE")]
     pub output: Vec<PathBuf>,
+    /// Print the results on stdout in this format: md, csv, json, jsonl or sql (jsonl, csv and sql a row as
+    /// each finishes, the others at the end). The progress and the summary then go to stderr.
+    #[arg(long, value_name = "FMT", value_parser = parse_format)]
+    pub format: Option<Format>,
     /// Backend(s), comma-separated: auto (llamacpp when compiled in, else candle), llamacpp (in-process
     /// llama.cpp), candle (in-process, pure Rust) or ollama (a running Ollama server). Several run in turn on
     /// the same model and are compared. Results record the backend that ran.

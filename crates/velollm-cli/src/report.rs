@@ -1,0 +1,65 @@
+//! `velollm report RESULTS… -o report.html`: one self-contained HTML page of result files (velollm-report
+//! draws it); with two or more files, the first is the base the others are compared with.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use velollm_compare::{read_file, Run};
+use velollm_report::{render, Options};
+
+use crate::{show, UsageError};
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Results files: velollm's .json or .jsonl, or llama-bench's json/jsonl. With several, the first is the
+    /// base the others are compared with.
+    #[arg(value_name = "RESULTS", required = true, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+    /// The HTML file to write (one file, no network needed to view it).
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    pub output: PathBuf,
+    /// The page's title.
+    #[arg(long, default_value = "velollm report")]
+    pub title: String,
+    /// Draw this slowdown threshold (per cent) on the comparison, as `velollm compare --fail-if-slower` uses it.
+    #[arg(long, value_name = "PCT")]
+    pub fail_if_slower: Option<f64>,
+    /// Leave out of the comparison's matching (comma list): model, backend, or a parameter.
+    #[arg(long, value_name = "LIST")]
+    pub ignore: Option<String>,
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    velollm_export::check_writable(&args.output).map_err(|e| UsageError(e.to_string()))?;
+    if let Some(pct) = args.fail_if_slower.filter(|p| !(0.0..=100.0).contains(p)) {
+        return Err(UsageError(format!("invalid --fail-if-slower {pct}: a per cent from 0 to 100")).into());
+    }
+    let runs = args.results.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
+    for run in &runs {
+        for warning in &run.warnings {
+            eprintln!("warning: {}: {warning}", run.path.display());
+        }
+    }
+    let options = Options {
+        title: args.title,
+        fail_if_slower: args.fail_if_slower,
+        ignore: args
+            .ignore
+            .as_deref()
+            .map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default(),
+        ..Options::default()
+    };
+    let page = render(&runs, &options);
+    velollm_export::write_atomically(&args.output, &page).context("writing the report")?;
+    let rows: usize = runs.iter().map(|r| r.entries.len()).sum();
+    let charts = page.matches("<svg class=\"chart\"").count();
+    show(&format!(
+        "Report written to {} ({rows} rows, {charts} charts, {} KB; open it in a browser)\n",
+        args.output.display(),
+        page.len() / 1024
+    ));
+    Ok(ExitCode::SUCCESS)
+}

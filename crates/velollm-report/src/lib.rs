@@ -1,0 +1,990 @@
+//! `velollm report`: one self-contained HTML page of one or more runs, for a person to look at.
+//!
+//! - at a glance: rows, failures, the best decode and prompt rates and TTFT;
+//! - **comparison** (two or more files): every matched metric's change with its 95 % interval, as a forest plot
+//!   (velollm-compare's matching and statistics), and the rows without a counterpart;
+//! - **sweeps**: tok/s (and TTFT for text tests) against each parameter that varies: the layer-offload curve,
+//!   threads, batch and micro-batch, context, flash attention, cache types; one line per combination of the
+//!   other parameters, ± one standard deviation, failed rows as red crosses on the axis;
+//! - **backends** side by side when a run holds more than one;
+//! - **per-token latency**: the distribution of the gaps between tokens (raw token timestamps) and the gap at
+//!   each token position, per benchmark;
+//! - every row in a table, failed rows with their error.
+//!
+//! The page needs no network and runs no script: the charts are SVG drawn here ([`svg`]), the styles inline.
+//! Every data mark carries `data-*` attributes, so a test can count what a browser rendered.
+
+pub mod html;
+pub mod svg;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::Value;
+use velollm_compare::{compare, Comparison, Entry, Metric, Run, Status, Verdict};
+
+use html::escape;
+use svg::{
+    Band, Bar, BarChart, Change, FailedMark, Forest, Histogram, LineChart, Marker, Point, Series, DASHES, PALETTE,
+};
+
+/// What the page shows beyond the runs themselves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub title: String,
+    /// Drawn on the comparison as the gate's threshold (`--fail-if-slower`).
+    pub fail_if_slower: Option<f64>,
+    /// Left out of the comparison's matching (`--ignore`).
+    pub ignore: Vec<String>,
+    /// The most per-token latency cards (text tests first).
+    pub max_latency_charts: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { title: "velollm report".into(), fail_if_slower: None, ignore: Vec::new(), max_latency_charts: 12 }
+    }
+}
+
+/// Parameters in the order their sweeps are shown, with how an axis names them.
+const PARAMETER_NAMES: [(&str, &str); 11] = [
+    ("n_gpu_layers", "layers offloaded to the GPU (n_gpu_layers)"),
+    ("n_threads", "threads (n_threads)"),
+    ("n_batch", "batch size (n_batch)"),
+    ("n_ubatch", "micro-batch size (n_ubatch)"),
+    ("n_ctx", "context size (n_ctx)"),
+    ("flash_attn", "flash attention"),
+    ("type_k", "K cache type"),
+    ("type_v", "V cache type"),
+    ("split_mode", "split mode"),
+    ("main_gpu", "main GPU"),
+    ("use_mmap", "memory-mapped model"),
+];
+
+fn axis_name(parameter: &str) -> String {
+    PARAMETER_NAMES.iter().find(|(p, _)| *p == parameter).map_or_else(|| parameter.to_string(), |(_, n)| n.to_string())
+}
+
+/// A row with the file it came from.
+struct Item<'a> {
+    run: usize,
+    entry: &'a Entry,
+}
+
+impl Item<'_> {
+    fn mean_sd(&self, metric: Metric) -> Option<(f64, Option<f64>, usize)> {
+        let values = self.entry.samples.get(&metric)?;
+        let m = velollm_compare::Moments::of(values)?;
+        Some((m.mean, m.stddev, m.n))
+    }
+}
+
+fn file_label(run: &Run) -> String {
+    run.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| run.path.display().to_string())
+}
+
+/// The page for `runs` (the first is the base of any comparison).
+pub fn render(runs: &[Run], options: &Options) -> String {
+    let items: Vec<Item> =
+        runs.iter().enumerate().flat_map(|(run, r)| r.entries.iter().map(move |entry| Item { run, entry })).collect();
+    let mut body = String::new();
+    body.push_str(&tiles(&items, runs));
+    if runs.len() >= 2 {
+        body.push_str(&comparisons(runs, options));
+    }
+    body.push_str(&sweeps(&items, runs));
+    body.push_str(&backends(&items));
+    body.push_str(&latencies(&items, runs, options.max_latency_charts));
+    body.push_str(&tables(&items, runs));
+    let _ = write!(
+        body,
+        "<footer>Made by velollm report {}. Rates and statistics as docs/metrics.md defines them; error bars are ± one \
+         sample standard deviation; comparisons use Welch's t-test and Fieller's 95 % interval. This page loads nothing \
+         from the network.</footer>",
+        env!("CARGO_PKG_VERSION")
+    );
+    html::page(&options.title, &header(runs, options), &body)
+}
+
+fn header(runs: &[Run], options: &Options) -> String {
+    let rows: usize = runs.iter().map(|r| r.entries.len()).sum();
+    let mut models: Vec<String> = Vec::new();
+    let mut machines: Vec<String> = Vec::new();
+    for run in runs {
+        for e in &run.entries {
+            if !models.contains(&e.model.label) {
+                models.push(e.model.label.clone());
+            }
+            let machine = machine(e);
+            if let Some(machine) = machine.filter(|m| !machines.contains(m)) {
+                machines.push(machine);
+            }
+        }
+    }
+    let mut out = format!("<h1>{}</h1><div class=\"sub\">", escape(&options.title));
+    let _ = write!(
+        out,
+        "{rows} row{} from {} file{} · {}",
+        if rows == 1 { "" } else { "s" },
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
+        escape(&models.join(", "))
+    );
+    if !machines.is_empty() {
+        let _ = write!(out, " · {}", escape(&machines.join("; ")));
+    }
+    out.push_str("</div><div class=\"files\">");
+    for (i, run) in runs.iter().enumerate() {
+        let role = match (runs.len(), i) {
+            (1, _) => String::new(),
+            (_, 0) => "base: ".into(),
+            _ => "new: ".into(),
+        };
+        let _ = write!(
+            out,
+            "<span class=\"file\" title=\"{}\">{role}{} ({}, {} rows)</span>",
+            escape(&run.path.display().to_string()),
+            escape(&file_label(run)),
+            run.tools(),
+            run.entries.len()
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// The machine a row ran on, in a few words (velollm rows only).
+fn machine(e: &Entry) -> Option<String> {
+    let env = e.source.get("environment")?;
+    let cpu = env.get("cpu_model").and_then(Value::as_str)?;
+    let cores =
+        env.get("cpu_physical_cores").and_then(Value::as_u64).map(|c| format!(", {c} cores")).unwrap_or_default();
+    let ram = env
+        .get("ram_bytes")
+        .and_then(Value::as_u64)
+        .map(|b| format!(", {:.0} GiB", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_default();
+    Some(format!("{cpu}{cores}{ram}"))
+}
+
+/// What tells rows apart in a label: the parameters (and run, model, backend) whose values differ among them.
+struct Dims {
+    run: bool,
+    model: bool,
+    backend: bool,
+    parameters: Vec<String>,
+}
+
+impl Dims {
+    fn of(items: &[&Item], runs: &[Run], except: Option<&str>) -> Dims {
+        let differs = |f: &dyn Fn(&Item) -> Option<String>| {
+            let values: Vec<Option<String>> = items.iter().map(|i| f(i)).collect();
+            values.iter().any(|v| *v != values[0])
+        };
+        let mut parameters: Vec<String> = Vec::new();
+        for item in items {
+            for name in item.entry.parameters.keys() {
+                if Some(name.as_str()) != except
+                    && !parameters.contains(name)
+                    && differs(&|i: &Item| i.entry.parameters.get(name).cloned())
+                {
+                    parameters.push(name.clone());
+                }
+            }
+        }
+        parameters.sort_by_key(|p| PARAMETER_NAMES.iter().position(|(n, _)| n == p).unwrap_or(usize::MAX));
+        Dims {
+            run: runs.len() > 1 && differs(&|i: &Item| Some(i.run.to_string())),
+            model: differs(&|i: &Item| Some(i.entry.model.label.clone())),
+            backend: differs(&|i: &Item| Some(i.entry.backend.clone())),
+            parameters,
+        }
+    }
+
+    fn label(&self, item: &Item, runs: &[Run]) -> String {
+        let mut parts = Vec::new();
+        if self.run {
+            parts.push(file_label(&runs[item.run]));
+        }
+        if self.model {
+            parts.push(item.entry.model.label.clone());
+        }
+        if self.backend {
+            parts.push(item.entry.backend.clone());
+        }
+        for p in &self.parameters {
+            parts.push(format!("{} {}", short_name(p), item.entry.parameters.get(p).map_or("-", String::as_str)));
+        }
+        parts.join(" · ")
+    }
+
+    fn words(&self) -> Vec<String> {
+        let mut words = Vec::new();
+        if self.run {
+            words.push("file".to_string());
+        }
+        if self.model {
+            words.push("model".into());
+        }
+        if self.backend {
+            words.push("backend".into());
+        }
+        words.extend(self.parameters.iter().map(|p| short_name(p).to_string()));
+        words
+    }
+}
+
+/// How a table or a legend names a parameter (llama-bench's column headers).
+fn short_name(parameter: &str) -> &str {
+    match parameter {
+        "n_gpu_layers" => "ngl",
+        "n_threads" => "threads",
+        "n_batch" => "n_batch",
+        "n_ubatch" => "n_ubatch",
+        "flash_attn" => "fa",
+        other => other,
+    }
+}
+
+fn rate_word(entry: &Entry) -> &'static str {
+    if entry.test.kind == "text" {
+        "decode tok/s"
+    } else {
+        "t/s"
+    }
+}
+
+fn tile(what: &str, value: &str, unit: &str, how: &str, bad: bool) -> String {
+    format!(
+        "<div class=\"tile{}\"><div class=\"what\">{}</div><div class=\"value\">{}<small>{}</small></div><div class=\"how\">{}</div></div>",
+        if bad { " bad" } else { "" },
+        escape(what),
+        escape(value),
+        escape(unit),
+        escape(how)
+    )
+}
+
+fn tiles(items: &[Item], runs: &[Run]) -> String {
+    let count = |s: Status| items.iter().filter(|i| i.entry.status == s).count();
+    let (ok, incomplete, failed) = (count(Status::Ok), count(Status::Incomplete), count(Status::Failed));
+    let mut out = String::from("<div class=\"tiles\">");
+    let mut how = format!("{ok} ok");
+    if incomplete > 0 {
+        how.push_str(&format!(" · {incomplete} incomplete"));
+    }
+    if failed > 0 {
+        how.push_str(&format!(" · {failed} failed"));
+    }
+    out.push_str(&tile("Rows", &items.len().to_string(), "", &how, false));
+    let all: Vec<&Item> = items.iter().collect();
+    let dims = Dims::of(&all, runs, None);
+    let describe = |i: &Item| {
+        let label = dims.label(i, runs);
+        if label.is_empty() {
+            format!("{} · {}", i.entry.test.name, i.entry.backend)
+        } else {
+            format!("{} · {label}", i.entry.test.name)
+        }
+    };
+    let best = |filter: &dyn Fn(&Item) -> bool, metric: Metric, higher: bool| {
+        items
+            .iter()
+            .filter(|i| filter(i) && i.entry.status != Status::Failed)
+            .filter_map(|i| i.mean_sd(metric).map(|m| (i, m.0)))
+            .max_by(|a, b| if higher { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) })
+    };
+    if let Some((i, v)) =
+        best(&|i| i.entry.test.kind == "text" || i.entry.test.kind == "tg", Metric::TokensPerSecond, true)
+    {
+        out.push_str(&tile("Fastest decode", &svg::short(v), " tok/s", &describe(i), false));
+    }
+    if let Some((i, v)) = best(&|i| i.entry.test.kind == "pp", Metric::TokensPerSecond, true) {
+        out.push_str(&tile("Fastest prompt processing", &svg::short(v), " t/s", &describe(i), false));
+    } else if let Some((i, v)) = best(&|i| i.entry.test.kind == "text", Metric::PromptTokensPerSecond, true) {
+        out.push_str(&tile("Fastest prompt evaluation", &svg::short(v), " tok/s", &describe(i), false));
+    }
+    if let Some((i, v)) = best(&|i| i.entry.test.kind == "text", Metric::TimeToFirstTokenMs, false) {
+        out.push_str(&tile("Lowest time to first token", &svg::short(v), " ms", &describe(i), false));
+    }
+    if failed > 0 {
+        let first = items.iter().find(|i| i.entry.status == Status::Failed).expect("counted above");
+        out.push_str(&tile(
+            "Failed",
+            &failed.to_string(),
+            "",
+            &format!(
+                "first: {} — {}",
+                describe(first),
+                clip(first.entry.error.as_deref().unwrap_or("no error recorded"), 90)
+            ),
+            true,
+        ));
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// At most `max` characters, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>().trim_end())
+    }
+}
+
+fn legend(entries: &[(String, &str)], failed: bool) -> String {
+    legend_with_files(entries, &[], failed)
+}
+
+/// A legend: a colour per series, a line style per file (when several), and the failed-row mark.
+fn legend_with_files(entries: &[(String, &str)], files: &[(String, Option<&str>)], failed: bool) -> String {
+    let mut out = String::from("<div class=\"legend\">");
+    for (label, color) in entries {
+        let _ = write!(out, "<span><i class=\"swatch\" style=\"background:{color}\"></i>{}</span>", escape(label));
+    }
+    for (file, dash) in files {
+        let dash = dash.map(|d| format!(" stroke-dasharray=\"{d}\"")).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<span><svg width=\"26\" height=\"8\" style=\"vertical-align:middle;margin-right:5px\"><line x1=\"1\" x2=\"25\" y1=\"4\" y2=\"4\" stroke=\"#57606a\" stroke-width=\"2\"{dash}/></svg>{}</span>",
+            escape(file)
+        );
+    }
+    if failed {
+        out.push_str("<span><i class=\"swatch cross\">✕</i>failed</span>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// A parameter's values in the order an axis shows them: numbers ascending (`all` last), else as first seen.
+fn order_values(values: &mut [String]) {
+    let number = |v: &str| if v == "all" { Some(f64::INFINITY) } else { v.parse::<f64>().ok() };
+    if values.iter().all(|v| number(v).is_some()) {
+        values.sort_by(|a, b| number(a).unwrap().total_cmp(&number(b).unwrap()));
+    }
+}
+
+fn sweeps(items: &[Item], runs: &[Run]) -> String {
+    let all: Vec<&Item> = items.iter().collect();
+    let varying = Dims::of(&all, runs, None).parameters;
+    let mut cards = String::new();
+    let mut count = 0;
+    for parameter in &varying {
+        let mut tests: Vec<String> = Vec::new();
+        for i in items.iter().filter(|i| i.entry.parameters.contains_key(parameter)) {
+            if !tests.contains(&i.entry.test.name) {
+                tests.push(i.entry.test.name.clone());
+            }
+        }
+        for test in &tests {
+            let rows: Vec<&Item> = items
+                .iter()
+                .filter(|i| &i.entry.test.name == test && i.entry.parameters.contains_key(parameter))
+                .collect();
+            let mut categories: Vec<String> = Vec::new();
+            for i in &rows {
+                let v = &i.entry.parameters[parameter];
+                if !categories.contains(v) {
+                    categories.push(v.clone());
+                }
+            }
+            if categories.len() < 2 {
+                continue;
+            }
+            order_values(&mut categories);
+            let mut metrics = vec![Metric::TokensPerSecond];
+            if rows.iter().any(|i| i.entry.samples.contains_key(&Metric::TimeToFirstTokenMs)) {
+                metrics.push(Metric::TimeToFirstTokenMs);
+            }
+            for metric in metrics {
+                cards.push_str(&sweep_card(&rows, runs, parameter, test, &categories, metric));
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        return String::new();
+    }
+    format!(
+        "<section id=\"sweeps\"><h2>Parameter sweeps</h2><p class=\"note\">Each chart puts one swept parameter on the \
+         x axis; each line is one combination of the other parameters that vary. Points are means with ± one standard \
+         deviation; hollow points stopped before all their repetitions; a red ✕ on the axis is a row that failed (hover \
+         for its error).</p><div class=\"grid\">{cards}</div></section>"
+    )
+}
+
+fn sweep_card(
+    rows: &[&Item],
+    runs: &[Run],
+    parameter: &str,
+    test: &str,
+    categories: &[String],
+    metric: Metric,
+) -> String {
+    let dims = Dims::of(rows, runs, Some(parameter));
+    // A colour per combination of the other parameters; a line style per file.
+    let config_dims = Dims { run: false, ..Dims::of(rows, runs, Some(parameter)) };
+    let mut configs: Vec<String> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    let mut failed = Vec::new();
+    let y_title = if metric == Metric::TokensPerSecond { rate_word(rows[0].entry) } else { metric.label() };
+    for item in rows {
+        let config = config_dims.label(item, runs);
+        let config = if config.is_empty() { test.to_string() } else { config };
+        let color_index = match configs.iter().position(|c| *c == config) {
+            Some(i) => i,
+            None => {
+                configs.push(config.clone());
+                configs.len() - 1
+            }
+        };
+        let label = dims.label(item, runs);
+        let label = if label.is_empty() { test.to_string() } else { label };
+        let index = match series.iter().position(|s| s.label == label) {
+            Some(i) => i,
+            None => {
+                series.push(Series {
+                    label: label.clone(),
+                    color: PALETTE[color_index % PALETTE.len()],
+                    dash: if dims.run { DASHES[item.run % DASHES.len()] } else { None },
+                    points: vec![],
+                });
+                series.len() - 1
+            }
+        };
+        let x = categories.iter().position(|c| *c == item.entry.parameters[parameter]).expect("a category per value");
+        let value = item.entry.parameters[parameter].clone();
+        if item.entry.status == Status::Failed {
+            failed.push(FailedMark {
+                x,
+                color: series[index].color,
+                tooltip: format!(
+                    "{label}, {} {value}: failed — {}",
+                    short_name(parameter),
+                    item.entry.error.as_deref().unwrap_or("no error recorded")
+                ),
+            });
+            continue;
+        }
+        let Some((mean, sd, n)) = item.mean_sd(metric) else { continue };
+        let spread = sd.map(|s| format!(" ± {}", svg::short(s))).unwrap_or_default();
+        series[index].points.push(Point {
+            x,
+            y: mean,
+            err: sd,
+            tooltip: format!(
+                "{label}, {} {value}: {}{spread} {} (n={n}){}",
+                short_name(parameter),
+                svg::short(mean),
+                metric.label(),
+                if item.entry.status == Status::Incomplete { ", incomplete" } else { "" }
+            ),
+            incomplete: item.entry.status == Status::Incomplete,
+        });
+    }
+    let legend_entries: Vec<(String, &str)> =
+        configs.iter().enumerate().map(|(i, c)| (c.clone(), PALETTE[i % PALETTE.len()])).collect();
+    let files: Vec<(String, Option<&str>)> = if dims.run {
+        let mut seen: Vec<usize> = rows.iter().map(|i| i.run).collect();
+        seen.sort();
+        seen.dedup();
+        seen.iter().map(|&r| (file_label(&runs[r]), DASHES[r % DASHES.len()])).collect()
+    } else {
+        Vec::new()
+    };
+    let words = config_dims.words();
+    let meta = match (words.is_empty(), dims.run) {
+        (true, false) => String::new(),
+        (true, true) => "one line style per file".into(),
+        (false, false) => format!("one colour per {}", words.join(" × ")),
+        (false, true) => format!("one colour per {}, one line style per file", words.join(" × ")),
+    };
+    let chart = LineChart {
+        label: format!("{test}: {} by {parameter}", metric.label()),
+        x_title: axis_name(parameter),
+        y_title: y_title.to_string(),
+        categories: categories.to_vec(),
+        attrs: vec![
+            ("data-chart", "sweep".into()),
+            ("data-param", parameter.into()),
+            ("data-test", test.into()),
+            ("data-metric", metric.label().into()),
+        ],
+        series,
+        failed,
+    };
+    let has_failed = !chart.failed.is_empty();
+    let legend = if legend_entries.len() > 1 || !files.is_empty() || has_failed {
+        legend_with_files(if legend_entries.len() > 1 { &legend_entries } else { &[] }, &files, has_failed)
+    } else {
+        String::new()
+    };
+    format!(
+        "<div class=\"card\"><h3>{} · {} by {}</h3><div class=\"meta\">{}</div>{legend}{}</div>",
+        escape(test),
+        escape(metric.label()),
+        escape(short_name(parameter)),
+        escape(&meta),
+        chart.render()
+    )
+}
+
+fn backends(items: &[Item]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for i in items {
+        if !names.contains(&i.entry.backend) {
+            names.push(i.entry.backend.clone());
+        }
+    }
+    if names.len() < 2 {
+        return String::new();
+    }
+    let mut tests: Vec<String> = Vec::new();
+    for i in items {
+        let backends_with_test: Vec<&String> = names
+            .iter()
+            .filter(|b| items.iter().any(|j| j.entry.test.name == i.entry.test.name && &j.entry.backend == *b))
+            .collect();
+        if backends_with_test.len() >= 2 && !tests.contains(&i.entry.test.name) {
+            tests.push(i.entry.test.name.clone());
+        }
+    }
+    if tests.is_empty() {
+        return String::new();
+    }
+    let mut cards = String::new();
+    let mut several = false;
+    for metric in [Metric::TokensPerSecond, Metric::TimeToFirstTokenMs, Metric::PromptTokensPerSecond] {
+        let mut bars = Vec::new();
+        let mut groups: Vec<String> = Vec::new();
+        for test in &tests {
+            let mut members = Vec::new();
+            for (b, backend) in names.iter().enumerate() {
+                let candidates: Vec<(f64, Option<f64>, usize)> = items
+                    .iter()
+                    .filter(|i| {
+                        &i.entry.test.name == test && &i.entry.backend == backend && i.entry.status != Status::Failed
+                    })
+                    .filter_map(|i| i.mean_sd(metric))
+                    .collect();
+                let best = candidates.iter().copied().max_by(|a, c| {
+                    if metric.higher_is_better() {
+                        a.0.total_cmp(&c.0)
+                    } else {
+                        c.0.total_cmp(&a.0)
+                    }
+                });
+                if let Some((mean, sd, n)) = best {
+                    several |= candidates.len() > 1;
+                    let of = if candidates.len() > 1 {
+                        format!(", best of {} rows", candidates.len())
+                    } else {
+                        String::new()
+                    };
+                    members.push(Bar {
+                        group: 0,
+                        label: backend.clone(),
+                        color: PALETTE[b % PALETTE.len()],
+                        value: mean,
+                        err: sd,
+                        tooltip: format!("{test} on {backend}: {} {} (n={n}{of})", svg::short(mean), metric.label()),
+                    });
+                }
+            }
+            if members.len() >= 2 {
+                for mut bar in members {
+                    bar.group = groups.len();
+                    bars.push(bar);
+                }
+                groups.push(test.clone());
+            }
+        }
+        if groups.is_empty() {
+            continue;
+        }
+        let chart = BarChart {
+            label: format!("{} by backend", metric.label()),
+            y_title: metric.label().into(),
+            groups,
+            bars,
+            attrs: vec![("data-chart", "backends".into()), ("data-metric", metric.label().into())],
+        };
+        let legend_entries: Vec<(String, &str)> =
+            names.iter().enumerate().map(|(b, n)| (n.clone(), PALETTE[b % PALETTE.len()])).collect();
+        let _ = write!(
+            cards,
+            "<div class=\"card\"><h3>{} by backend</h3><div class=\"meta\">{}</div>{}{}</div>",
+            escape(metric.label()),
+            if metric.higher_is_better() { "higher is better" } else { "lower is better" },
+            legend(&legend_entries, false),
+            chart.render()
+        );
+    }
+    format!(
+        "<section id=\"backends\"><h2>Backends side by side</h2><p class=\"note\">The same tests on each engine, mean ± \
+         one standard deviation.{}</p><div class=\"grid\">{cards}</div></section>",
+        if several { " Where a backend ran a test several times (a sweep), its best row is shown." } else { "" }
+    )
+}
+
+/// The gaps between consecutive tokens of each iteration, in ms.
+fn token_gaps(entry: &Entry) -> Vec<Vec<f64>> {
+    let Some(samples) = entry.source.get("samples").and_then(Value::as_array) else { return Vec::new() };
+    samples
+        .iter()
+        .filter_map(|s| s.pointer("/raw/token_times_ns").and_then(Value::as_array))
+        .map(|times| {
+            let times: Vec<u64> = times.iter().filter_map(Value::as_u64).collect();
+            times.windows(2).map(|w| w[1].saturating_sub(w[0]) as f64 / 1e6).collect::<Vec<f64>>()
+        })
+        .filter(|gaps| gaps.len() >= 2)
+        .collect()
+}
+
+fn latencies(items: &[Item], runs: &[Run], limit: usize) -> String {
+    let mut candidates: Vec<(&Item, Vec<Vec<f64>>)> = items
+        .iter()
+        .filter(|i| i.entry.status != Status::Failed)
+        .map(|i| (i, token_gaps(i.entry)))
+        .filter(|(_, gaps)| !gaps.is_empty())
+        .collect();
+    if candidates.is_empty() {
+        return String::new();
+    }
+    // Text benchmarks first: their latency is what a user of the model feels.
+    candidates.sort_by_key(|(i, _)| (i.entry.test.kind != "text", i.run));
+    let total = candidates.len();
+    candidates.truncate(limit);
+    let all: Vec<&Item> = items.iter().collect();
+    let dims = Dims::of(&all, runs, None);
+    // One colour per backend, as in the backends chart.
+    let mut backends: Vec<&str> = Vec::new();
+    for i in items {
+        if !backends.contains(&i.entry.backend.as_str()) {
+            backends.push(&i.entry.backend);
+        }
+    }
+    let mut cards = String::new();
+    for (item, gaps) in &candidates {
+        let color = PALETTE[backends.iter().position(|b| *b == item.entry.backend).unwrap_or(0) % PALETTE.len()];
+        cards.push_str(&latency_card(color, item, gaps, &dims, runs));
+    }
+    let omitted = if total > limit {
+        format!(" {} more rows have token timestamps; the first {limit} are shown.", total - limit)
+    } else {
+        String::new()
+    };
+    format!(
+        "<section id=\"latency\"><h2>Per-token latency</h2><p class=\"note\">From the raw token timestamps of every timed \
+         iteration: how long each token took after the one before it. The histogram pools all gaps (dashed: p50, p90, \
+         p99); below it, the gap at each token position (line: median over iterations, band: fastest to slowest).{omitted}</p>\
+         <div class=\"grid\">{cards}</div></section>"
+    )
+}
+
+fn latency_card(color: &'static str, item: &Item, gaps: &[Vec<f64>], dims: &Dims, runs: &[Run]) -> String {
+    let mut pooled: Vec<f64> = gaps.iter().flatten().copied().collect();
+    pooled.sort_by(f64::total_cmp);
+    let p = |q: f64| velollm_core::percentile(&pooled, q);
+    let (p50, p90, p99) = (p(50.0), p(90.0), p(99.0));
+    let (min, max) = (pooled[0], pooled[pooled.len() - 1]);
+    // Equal bins from the fastest gap to the slowest, or to 1.5 × p99 with the rest in an overflow bin, so one
+    // stall does not squash the distribution into a single bar.
+    let cap = if max > p99 * 1.5 && p99 > min { p99 * 1.5 } else { max };
+    // At least ±5 % of the median wide: steady gaps show as one narrow peak, not as noise blown up to fill the axis.
+    let median = p50.max(1e-9);
+    let (low, high) = if cap - min >= median * 0.1 {
+        (min, cap)
+    } else {
+        let centre = (min + cap) / 2.0;
+        ((centre - median * 0.05).max(0.0), centre + median * 0.05)
+    };
+    let bins = ((pooled.len() as f64).sqrt() * 1.5).ceil().clamp(8.0, 40.0) as usize;
+    let width = (high - low) / bins as f64;
+    let edges: Vec<f64> = (0..=bins).map(|i| low + width * i as f64).collect();
+    let mut counts = vec![0usize; bins];
+    let mut overflow = 0;
+    for &g in &pooled {
+        if g > high {
+            overflow += 1;
+        } else {
+            counts[(((g - low) / width) as usize).min(bins - 1)] += 1;
+        }
+    }
+    let label = dims.label(item, runs);
+    let title =
+        if label.is_empty() { item.entry.test.name.clone() } else { format!("{} · {label}", item.entry.test.name) };
+    let histogram = Histogram {
+        label: format!("{title}: inter-token latency distribution"),
+        x_title: "gap between tokens (ms)".into(),
+        edges,
+        counts,
+        overflow,
+        markers: vec![
+            Marker { label: "p50".into(), value: p50 },
+            Marker { label: "p90".into(), value: p90 },
+            Marker { label: "p99".into(), value: p99 },
+        ],
+        color,
+        attrs: vec![
+            ("data-chart", "latency".into()),
+            ("data-row", item.entry.row.to_string()),
+            ("data-gaps", pooled.len().to_string()),
+        ],
+    };
+    let positions = gaps.iter().map(Vec::len).max().unwrap_or(0);
+    let values: Vec<(f64, f64, f64)> = (0..positions)
+        .map(|k| {
+            let mut at: Vec<f64> = gaps.iter().filter_map(|g| g.get(k).copied()).collect();
+            at.sort_by(f64::total_cmp);
+            (velollm_core::percentile(&at, 50.0), at[0], at[at.len() - 1])
+        })
+        .collect();
+    let band = Band {
+        label: format!("{title}: gap at each token position"),
+        x_title: "token".into(),
+        y_title: "gap (ms)".into(),
+        values,
+        color,
+        attrs: vec![("data-chart", "token-positions".into()), ("data-row", item.entry.row.to_string())],
+    };
+    let ttft = item
+        .mean_sd(Metric::TimeToFirstTokenMs)
+        .map(|(m, _, _)| format!("TTFT {} ms · ", svg::short(m)))
+        .unwrap_or_default();
+    format!(
+        "<div class=\"card\"><h3>{}</h3><div class=\"meta\">{ttft}{} iterations · {} gaps · p50 {} ms · p90 {} ms · p99 {} ms · max {} ms</div>{}{}</div>",
+        escape(&title),
+        gaps.len(),
+        pooled.len(),
+        svg::short(p50),
+        svg::short(p90),
+        svg::short(p99),
+        svg::short(max),
+        histogram.render(),
+        band.render()
+    )
+}
+
+fn comparisons(runs: &[Run], options: &Options) -> String {
+    let base = &runs[0];
+    let mut out = String::from(
+        "<section id=\"compare\"><h2>What changed</h2><p class=\"note\">Every row of a new file matched to the base row \
+         that ran the same test (same test, model, backend and parameters). Each line is one metric: the diamond is the \
+         change of the mean, the whiskers its 95 % confidence interval (Fieller); green and red are significant at 5 % \
+         (Welch's t-test), grey is not. Right of zero is a higher value: better for rates, worse for times.</p>",
+    );
+    for new in &runs[1..] {
+        let c = compare(base, new, &options.ignore);
+        out.push_str(&comparison_card(&c, base, new, options));
+    }
+    out.push_str("</section>");
+    out
+}
+
+fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> String {
+    let mut varying: Vec<String> = Vec::new();
+    for pair in &c.pairs {
+        for name in pair.parameters.keys() {
+            let values: Vec<Option<&String>> = c.pairs.iter().map(|p| p.parameters.get(name)).collect();
+            if values.iter().any(|v| *v != values[0]) && !varying.contains(name) {
+                varying.push(name.clone());
+            }
+        }
+    }
+    let several_models = c.pairs.iter().any(|p| p.model != c.pairs[0].model);
+    let several_backends = c.pairs.iter().any(|p| p.backend != c.pairs[0].backend);
+    let mut rows = Vec::new();
+    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+    for pair in &c.pairs {
+        let mut parts = vec![pair.test.name.clone()];
+        if several_models {
+            parts.push(pair.model.clone());
+        }
+        if several_backends {
+            parts.push(pair.backend.clone());
+        }
+        for p in &varying {
+            parts.push(format!("{} {}", short_name(p), pair.parameters.get(p).map_or("-", String::as_str)));
+        }
+        let who = parts.join(" · ");
+        if pair.metrics.is_empty() {
+            let (detail, why) = match (pair.base_status, pair.new_status) {
+                (Status::Failed, Status::Failed) => {
+                    ("failed in both", format!("failed in both: {}", pair.new_error.as_deref().unwrap_or("?")))
+                }
+                (_, Status::Failed) => {
+                    ("failed in new", format!("failed in new: {}", pair.new_error.as_deref().unwrap_or("?")))
+                }
+                (Status::Failed, _) => {
+                    ("failed in base", format!("failed in base: {}", pair.base_error.as_deref().unwrap_or("?")))
+                }
+                _ => ("nothing to compare", "no metric both rows measured".to_string()),
+            };
+            *tally.entry(detail).or_default() += 1;
+            rows.push(Change {
+                label: who,
+                detail: detail.into(),
+                change: 0.0,
+                interval: None,
+                verdict: "failed".into(),
+                tooltip: why,
+            });
+            continue;
+        }
+        for m in &pair.metrics {
+            *tally.entry(m.verdict.word()).or_default() += 1;
+            let verdict = match m.verdict {
+                Verdict::Faster => "faster",
+                Verdict::Slower => "slower",
+                Verdict::NoChange => "no_change",
+                Verdict::TooFewSamples => "too_few_samples",
+            };
+            let ci = match (m.ci95_low_percent, m.ci95_high_percent) {
+                (Some(a), Some(b)) => format!("95 % CI {a:+.1} … {b:+.1} %"),
+                _ => "no bounded interval".into(),
+            };
+            rows.push(Change {
+                label: format!("{who} · {}", m.label),
+                detail: format!(
+                    "{:+.1} % {}",
+                    m.change_percent,
+                    if verdict == "no_change" { "" } else { m.verdict.word() }
+                ),
+                change: m.change_percent,
+                interval: m.ci95_low_percent.zip(m.ci95_high_percent),
+                verdict: verdict.into(),
+                tooltip: format!(
+                    "{who} · {}: {} → {} ({:+.1} %, {ci}, p = {})",
+                    m.label,
+                    svg::short(m.base.mean),
+                    svg::short(m.new.mean),
+                    m.change_percent,
+                    m.p_value.map_or("-".into(), |p| format!("{p:.3}"))
+                ),
+            });
+        }
+    }
+    let mut out = format!(
+        "<div class=\"card\" style=\"margin-bottom:16px\"><h3>{} → {}</h3><div class=\"meta\">{} matched · {} only in base · {} only in new</div>",
+        escape(&file_label(base)),
+        escape(&file_label(new)),
+        c.pairs.len(),
+        c.only_in_base.len(),
+        c.only_in_new.len()
+    );
+    out.push_str("<div class=\"verdicts\">");
+    let order = ["slower", "faster", "no significant change", "too few samples"];
+    let mut tally: Vec<(&str, usize)> = tally.into_iter().collect();
+    tally.sort_by_key(|(word, _)| order.iter().position(|o| o == word).unwrap_or(order.len()));
+    for (word, n) in &tally {
+        let class = match *word {
+            "faster" => "faster",
+            "slower" => "slower",
+            _ => "",
+        };
+        let _ = write!(out, "<span><b class=\"{class}\">{n}</b> {}</span>", escape(word));
+    }
+    out.push_str("</div>");
+    if !rows.is_empty() {
+        let forest = Forest {
+            label: format!("changes from {} to {}", file_label(base), file_label(new)),
+            rows,
+            threshold: options.fail_if_slower,
+            attrs: vec![("data-chart", "compare".into()), ("data-new", file_label(new))],
+        };
+        out.push_str(&forest.render());
+    }
+    for (title, lonely) in [("Only in the base", &c.only_in_base), ("Only in the new run", &c.only_in_new)] {
+        if lonely.is_empty() {
+            continue;
+        }
+        let _ = write!(out, "<ul class=\"unmatched\" data-unmatched=\"{}\">", lonely.len());
+        for u in lonely {
+            let nearest = u.nearest.as_ref().map(|n| format!(" (nearest: {n})")).unwrap_or_default();
+            let _ = write!(out, "<li>{title}: row {} — {}{}</li>", u.row, escape(&u.label), escape(&nearest));
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</div>");
+    out
+}
+
+fn tables(items: &[Item], runs: &[Run]) -> String {
+    let mut out = String::from("<section id=\"rows\"><h2>Every row</h2>");
+    for (r, run) in runs.iter().enumerate() {
+        let rows: Vec<&Item> = items.iter().filter(|i| i.run == r).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let dims = Dims::of(&rows, runs, None);
+        let _ = write!(
+            out,
+            "<p class=\"note\">{} — {}{}</p><table data-table=\"rows\"><thead><tr><th>#</th><th>test</th>",
+            escape(&run.path.display().to_string()),
+            run.tools(),
+            run.entries
+                .first()
+                .and_then(|e| e.build.as_deref())
+                .map(|b| format!(", {}", escape(b)))
+                .unwrap_or_default()
+        );
+        if dims.model {
+            out.push_str("<th>model</th>");
+        }
+        if dims.backend {
+            out.push_str("<th>backend</th>");
+        }
+        for p in &dims.parameters {
+            let _ = write!(out, "<th>{}</th>", escape(short_name(p)));
+        }
+        out.push_str("<th>status</th><th class=\"num\">tok/s</th><th class=\"num\">TTFT ms</th><th class=\"num\">prompt tok/s</th><th class=\"num\">n</th><th>notes</th></tr></thead><tbody>");
+        for item in rows {
+            let e = item.entry;
+            let status = match e.status {
+                Status::Ok => "ok",
+                Status::Incomplete => "incomplete",
+                Status::Failed => "failed",
+            };
+            let _ = write!(out, "<tr class=\"{status}\"><td>{}</td><td>{}</td>", e.row, escape(&e.test.name));
+            if dims.model {
+                let _ = write!(out, "<td>{}</td>", escape(&e.model.label));
+            }
+            if dims.backend {
+                let _ = write!(out, "<td>{}</td>", escape(&e.backend));
+            }
+            for p in &dims.parameters {
+                let _ = write!(out, "<td>{}</td>", escape(e.parameters.get(p).map_or("-", String::as_str)));
+            }
+            let cell = |metric: Metric| match item.mean_sd(metric) {
+                Some((m, Some(sd), _)) => format!("{} ± {}", svg::short(m), svg::short(sd)),
+                Some((m, None, _)) => svg::short(m),
+                None => "–".into(),
+            };
+            let n = e.samples.get(&Metric::TokensPerSecond).map_or(0, Vec::len);
+            let notes = match (&e.error, e.status) {
+                (Some(error), _) => format!("<span class=\"error\">{}</span>", escape(error)),
+                _ => escape(
+                    &e.source
+                        .get("warnings")
+                        .and_then(Value::as_array)
+                        .map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                        .unwrap_or_default(),
+                ),
+            };
+            let _ = write!(
+                out,
+                "<td><span class=\"status {status}\">{status}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{n}</td><td>{notes}</td></tr>",
+                cell(Metric::TokensPerSecond),
+                cell(Metric::TimeToFirstTokenMs),
+                cell(Metric::PromptTokensPerSecond)
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>");
+    out
+}
