@@ -445,7 +445,7 @@ fn token_tests_on_a_server_are_failed_rows_that_say_why() {
         .args(["-o", out_path.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_clean_failure(&out, "tg4: Ollama tokenizes on the server, so token-level tests");
+    assert_clean_failure(&out, "(first, tg4): Ollama tokenizes on the server, so token-level tests");
     let row = &read_results(&out_path)[0];
     assert_eq!(row["status"], "failed");
     assert!(row["error"].as_str().unwrap().contains("need an in-process engine"), "{}", row["error"]);

@@ -393,14 +393,14 @@ impl Session for OllamaSession {
 
     fn run_tokens(
         &mut self,
-        request: &velollm_core::TokenRequest,
+        _request: &velollm_core::TokenRequest,
         _cancel: &Arc<AtomicBool>,
     ) -> Result<RawSample, BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "{}: Ollama tokenizes on the server, so token-level tests (--pp/--tg/--pg) need an in-process engine \
-             (-b llamacpp or -b candle on the same file)",
-            request.test.name()
-        )))
+        Err(BackendError::Unsupported(
+            "Ollama tokenizes on the server, so token-level tests (--pp/--tg/--pg) need an in-process engine \
+             (-b llamacpp or -b candle on the same file)"
+                .into(),
+        ))
     }
 
     fn detokenize(&mut self, _token_ids: &[u32]) -> Result<String, BackendError> {
