@@ -24,11 +24,12 @@ echo "==> building ggml's CUDA backend (sm_$arch, $jobs jobs)"
 work=/tmp/velollm-ggml-cuda
 rm -rf "$work" && mkdir -p "$work/src"
 tar -C "$work/src" -xzf "$bundle/llama.cpp-src.tgz"
+# ggml on its own (the crate's copy of llama.cpp lacks ggml's tests, examples and pkg-config template).
+touch "$work/src/ggml/ggml.pc.in"
 start=$(date +%s)
-cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON \
+cmake -S "$work/src/ggml" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON \
   -DGGML_NATIVE=OFF -DGGML_CUDA=ON -DGGML_CUDA_NCCL=OFF -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
-  -DLLAMA_BUILD_COMMON=OFF -DLLAMA_CURL=OFF >"$out/cmake-configure.log" 2>&1
+  -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$out/cmake-configure.log" 2>&1
 cmake --build "$work/build" --target ggml-cuda -j "$jobs" >"$out/cmake-build.log" 2>&1
 cp "$(find "$work/build" -name 'libggml-cuda.so' | head -1)" "$bundle/backends/"
 echo "   built in $(( $(date +%s) - start )) s"

@@ -56,6 +56,8 @@ pub(crate) fn load_dynamic_backends() {
     static LOADED: std::sync::Once = std::sync::Once::new();
     #[cfg(feature = "dynamic-backends")]
     LOADED.call_once(|| {
+        // ggml says which libraries it loaded: through velollm's log callback, not straight to stderr.
+        logs::install(logs::forwarding());
         let beside_exe = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|p| p.join("backends")));
         match std::env::var_os("VELOLLM_GGML_BACKENDS").map(std::path::PathBuf::from).or(beside_exe) {
             Some(dir) if dir.is_dir() => llama_cpp_2::llama_backend::load_backends_from_path(&dir),

@@ -34,6 +34,12 @@ pub(crate) fn install(forward: bool) {
     }
 }
 
+/// Whether log lines currently go to `tracing` (read by the loader of dynamic backends).
+#[cfg_attr(not(feature = "dynamic-backends"), allow(dead_code))]
+pub(crate) fn forwarding() -> bool {
+    STATE.lock().map(|state| state.forward).unwrap_or(false)
+}
+
 /// Starts collecting log text (a model load or a context creation is about to happen).
 pub(crate) fn start_capture() {
     if let Ok(mut state) = STATE.lock() {
