@@ -26,9 +26,9 @@ use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use velollm_core::{
-    argmax, decode_greedy, elapsed_ns, Backend, BackendError, ContextParams, EffectiveContext, EffectiveLoad,
-    EngineInfo, FlashAttention, GenerationRequest, KvCacheType, LoadParams, ModelSource, RawSample, Session,
-    StopReason, TokenRequest, TokenRng,
+    argmax, decode_greedy, elapsed_ns, timed_token_test, Backend, BackendError, ContextParams, EffectiveContext,
+    EffectiveLoad, EngineInfo, FlashAttention, GenerationRequest, KvCacheType, LoadParams, ModelSource, RawSample,
+    Session, TokenRequest, TokenRng,
 };
 use velollm_gguf::{GgufFile, ReadOptions};
 
@@ -380,45 +380,30 @@ impl CandleModel {
         if cancel.load(Ordering::Relaxed) {
             return Err(BackendError::Cancelled);
         }
-        let mut rng = TokenRng::new(request.seed);
-        let prompt = rng.tokens(test.n_prompt as usize, n_vocab, bos);
-
-        let start = Instant::now();
-        if !prompt.is_empty() {
-            self.forward(&prompt, position).map_err(BackendError::Generation)?;
-            position += prompt.len();
-        }
-        let prompt_eval_ns = if prompt.is_empty() { 0 } else { elapsed_ns(start) };
-        let mut token_times_ns = Vec::with_capacity(test.n_gen as usize);
-        let mut token_ids = Vec::with_capacity(test.n_gen as usize);
-        let mut token = bos.unwrap_or_else(|| rng.token(n_vocab));
-        for _ in 0..test.n_gen {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(BackendError::Cancelled);
-            }
-            // Position 0 would reset candle's cache: a tg test from an empty cache starts its first token
-            // there, which is exactly a fresh request.
-            self.forward(&[token], position).map_err(BackendError::Generation)?;
-            token_times_ns.push(elapsed_ns(start));
-            token_ids.push(token);
-            position += 1;
-            token = rng.token(n_vocab);
-        }
-        let test_ns = elapsed_ns(start);
-        Ok(RawSample {
-            prompt_tokens: prompt.len() as u64,
-            tokenize_ns: 0,
-            prompt_eval_ns,
-            token_times_ns,
-            stop_reason: StopReason::Length,
-            eog_tokens: 0,
-            token_ids,
-            engine_counters: None,
-            server: None,
-            test_ns: Some(test_ns),
-            depth_tokens: test.n_depth.into(),
-            depth_prepare_ns,
-        })
+        // Both steps advance the same cache position on the same weights: shared through cells. Position 0
+        // would reset candle's cache, which is exactly where a test from an empty cache starts.
+        let position = std::cell::Cell::new(position);
+        let model = std::cell::RefCell::new(&mut *self);
+        let mut sample = timed_token_test(
+            &test,
+            request.seed,
+            n_vocab,
+            bos,
+            cancel,
+            |prompt| {
+                model.borrow_mut().forward(prompt, position.get()).map_err(BackendError::Generation)?;
+                position.set(position.get() + prompt.len());
+                Ok(())
+            },
+            |token| {
+                model.borrow_mut().forward(&[token], position.get()).map_err(BackendError::Generation)?;
+                position.set(position.get() + 1);
+                Ok(())
+            },
+        )?;
+        // candle keeps no performance counters of its own.
+        sample.depth_prepare_ns = depth_prepare_ns;
+        Ok(sample)
     }
 }
 

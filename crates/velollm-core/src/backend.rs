@@ -260,6 +260,56 @@ pub fn decode_greedy(
     Ok(decoded)
 }
 
+/// The timed region of a llama-bench test, the same for every in-process engine: `n_prompt` random ids (the
+/// first one `bos` when the vocabulary adds BOS) handed to `evaluate_prompt` (which evaluates them after the
+/// cached depth and synchronizes the device), then `n_gen` single-token decodes through `decode_one` (each
+/// synchronized), starting with `bos` (else a random id) as llama-bench does, each timestamped. No sampling.
+/// The engine adds its counters and the depth's preparation time to the sample.
+pub fn timed_token_test(
+    test: &crate::TokenTest,
+    seed: u64,
+    n_vocab: u32,
+    bos: Option<u32>,
+    cancel: &AtomicBool,
+    mut evaluate_prompt: impl FnMut(&[u32]) -> Result<(), BackendError>,
+    mut decode_one: impl FnMut(u32) -> Result<(), BackendError>,
+) -> Result<RawSample, BackendError> {
+    use std::sync::atomic::Ordering;
+    let mut rng = crate::TokenRng::new(seed);
+    let prompt = rng.tokens(test.n_prompt as usize, n_vocab, bos);
+    let start = std::time::Instant::now();
+    if !prompt.is_empty() {
+        evaluate_prompt(&prompt)?;
+    }
+    let prompt_eval_ns = if prompt.is_empty() { 0 } else { crate::elapsed_ns(start) };
+    let mut token_times_ns = Vec::with_capacity(test.n_gen as usize);
+    let mut token_ids = Vec::with_capacity(test.n_gen as usize);
+    let mut token = bos.unwrap_or_else(|| rng.token(n_vocab));
+    for _ in 0..test.n_gen {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(BackendError::Cancelled);
+        }
+        decode_one(token)?;
+        token_times_ns.push(crate::elapsed_ns(start));
+        token_ids.push(token);
+        token = rng.token(n_vocab);
+    }
+    Ok(RawSample {
+        prompt_tokens: prompt.len() as u64,
+        tokenize_ns: 0,
+        prompt_eval_ns,
+        token_times_ns,
+        stop_reason: crate::StopReason::Length,
+        eog_tokens: 0,
+        token_ids,
+        engine_counters: None,
+        server: None,
+        test_ns: Some(crate::elapsed_ns(start)),
+        depth_tokens: test.n_depth.into(),
+        depth_prepare_ns: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +338,40 @@ mod tests {
         assert_eq!(out.eog_tokens, 1);
         assert_eq!(out.stop_reason, crate::StopReason::Length);
         assert!(out.token_times_ns.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn token_tests_time_prompt_and_each_decode() {
+        let test = crate::TokenTest { n_prompt: 5, n_gen: 3, n_depth: 7 };
+        let (mut prompts, mut decoded) = (Vec::new(), Vec::new());
+        let sample = timed_token_test(
+            &test,
+            9,
+            100,
+            Some(1),
+            &AtomicBool::new(false),
+            |p| {
+                prompts.push(p.to_vec());
+                Ok(())
+            },
+            |t| {
+                decoded.push(t);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(prompts.len(), 1);
+        assert_eq!((prompts[0].len(), prompts[0][0]), (5, 1), "the prompt starts with BOS");
+        assert_eq!(decoded[0], 1, "generation starts from BOS, as llama-bench's does");
+        assert_eq!(sample.token_ids, decoded);
+        assert_eq!((sample.prompt_tokens, sample.token_times_ns.len(), sample.depth_tokens), (5, 3, 7));
+        assert!(sample.test_ns.unwrap() >= *sample.token_times_ns.last().unwrap());
+        let tg = crate::TokenTest { n_prompt: 0, n_gen: 2, n_depth: 0 };
+        let sample =
+            timed_token_test(&tg, 9, 100, None, &AtomicBool::new(false), |_| unreachable!(), |_| Ok(())).unwrap();
+        assert_eq!((sample.prompt_tokens, sample.prompt_eval_ns), (0, 0));
+        let cancelled = timed_token_test(&tg, 9, 100, None, &AtomicBool::new(true), |_| Ok(()), |_| Ok(()));
+        assert!(matches!(cancelled, Err(BackendError::Cancelled)));
     }
 
     #[test]

@@ -20,8 +20,8 @@ mod telemetry;
 mod workload;
 
 pub use backend::{
-    decode_greedy, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, LoadedModel, ModelSource,
-    Session, SourceKind, TokenRequest,
+    decode_greedy, timed_token_test, Backend, BackendError, DecodedTokens, EngineInfo, GenerationRequest, LoadedModel,
+    ModelSource, Session, SourceKind, TokenRequest,
 };
 pub use efficiency::{decode_efficiency, roofline_bandwidth, DecodeEfficiency};
 pub use hardware::{

@@ -16,8 +16,8 @@ use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use velollm_core::{
-    argmax, decode_greedy, elapsed_ns, BackendError, ContextParams, EffectiveContext, EffectiveLoad, EngineCounters,
-    FlashAttention, GenerationRequest, KvCacheType, LoadParams, RawSample, SplitMode, StopReason, TokenRequest,
+    argmax, decode_greedy, elapsed_ns, timed_token_test, BackendError, ContextParams, EffectiveContext, EffectiveLoad,
+    EngineCounters, FlashAttention, GenerationRequest, KvCacheType, LoadParams, RawSample, SplitMode, TokenRequest,
     TokenRng,
 };
 
@@ -411,50 +411,36 @@ fn run_tokens(
     state.context.reset_timings();
 
     let vocab = model.vocab();
-    let n_vocab = vocab_size(model);
     let bos = vocab.should_add_bos().then(|| vocab.bos().0 as u32);
-    let mut rng = TokenRng::new(request.seed);
-    let prompt: Vec<LlamaToken> =
-        rng.tokens(test.n_prompt as usize, n_vocab, bos).into_iter().map(|id| LlamaToken(id as i32)).collect();
-    let mut position = test.n_depth as i32;
-
-    let start = Instant::now();
-    if !prompt.is_empty() {
-        evaluate(state, &prompt, position, false, cancel)?;
-        state.context.synchronize();
-        position += prompt.len() as i32;
-    }
-    let prompt_eval_ns = if prompt.is_empty() { 0 } else { elapsed_ns(start) };
-    let mut token_times_ns = Vec::with_capacity(test.n_gen as usize);
-    let mut token_ids = Vec::with_capacity(test.n_gen as usize);
-    let mut token = bos.unwrap_or_else(|| rng.token(n_vocab));
-    for _ in 0..test.n_gen {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(BackendError::Cancelled);
-        }
-        state.batch.clear();
-        state.batch.add(LlamaToken(token as i32), position, &[0], true).map_err(generation_error)?;
-        state.context.decode(&mut state.batch).map_err(generation_error)?;
-        state.context.synchronize();
-        token_times_ns.push(elapsed_ns(start));
-        token_ids.push(token);
-        position += 1;
-        token = rng.token(n_vocab);
-    }
-    let test_ns = elapsed_ns(start);
-    let counters = engine_counters(&mut state.context);
-    Ok(RawSample {
-        prompt_tokens: prompt.len() as u64,
-        tokenize_ns: 0,
-        prompt_eval_ns,
-        token_times_ns,
-        stop_reason: StopReason::Length,
-        eog_tokens: 0,
-        token_ids,
-        engine_counters: Some(counters),
-        server: None,
-        test_ns: Some(test_ns),
-        depth_tokens: test.n_depth.into(),
-        depth_prepare_ns,
-    })
+    // Both steps advance the same cache position and use the same context: shared through cells.
+    let position = std::cell::Cell::new(test.n_depth as i32);
+    let context = std::cell::RefCell::new(&mut *state);
+    let mut sample = timed_token_test(
+        &test,
+        request.seed,
+        vocab_size(model),
+        bos,
+        cancel,
+        |prompt| {
+            let tokens: Vec<LlamaToken> = prompt.iter().map(|&id| LlamaToken(id as i32)).collect();
+            let mut state = context.borrow_mut();
+            evaluate(&mut state, &tokens, position.get(), false, cancel)?;
+            state.context.synchronize();
+            position.set(position.get() + tokens.len() as i32);
+            Ok(())
+        },
+        |token| {
+            let mut state = context.borrow_mut();
+            let ContextState { context, batch, .. } = &mut **state;
+            batch.clear();
+            batch.add(LlamaToken(token as i32), position.get(), &[0], true).map_err(generation_error)?;
+            context.decode(batch).map_err(generation_error)?;
+            context.synchronize();
+            position.set(position.get() + 1);
+            Ok(())
+        },
+    )?;
+    sample.engine_counters = Some(engine_counters(&mut state.context));
+    sample.depth_prepare_ns = depth_prepare_ns;
+    Ok(sample)
 }
