@@ -63,3 +63,25 @@ async fn threads_and_warmup_are_recorded() -> anyhow::Result<()> {
     assert_eq!(result.parameters.warmup_iterations, 0);
     Ok(())
 }
+
+/// A sweep loads each model once per set of load parameters and creates a context once per set of context
+/// parameters: counted as they happen, on the real engine.
+#[test]
+fn a_sweep_loads_once_per_load_group_and_creates_one_context_per_context_group() {
+    use velollm_benchmarks::{prepare, run_plan, GpuLayers, NoObserver, Plan, SweepSpec, TestCase, TokenTest};
+    let tests = vec![
+        TestCase::Tokens { test: TokenTest { n_prompt: 16, n_gen: 0, n_depth: 0 }, repetitions: 1 },
+        TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 4, n_depth: 0 }, repetitions: 1 },
+    ];
+    let mut spec = SweepSpec::single(&default_model_path(), "llamacpp", 1, tests);
+    spec.n_gpu_layers = vec![GpuLayers::Count(0), GpuLayers::All];
+    spec.n_threads = vec![1, 2];
+    let plan = Plan::new(spec).unwrap();
+    assert_eq!((plan.load_count(), plan.context_count(), plan.instances.len()), (2, 4, 8));
+    let options = RunOptions { warmup_iterations: 0, telemetry: false, ..RunOptions::default() };
+    let prepared = prepare(&plan, &options, None).unwrap();
+    let outcome = run_plan(&plan, &prepared, &options, &mut NoObserver).unwrap();
+    assert_eq!((outcome.loads, outcome.contexts), (2, 4), "what the engine actually did");
+    assert_eq!(outcome.rows.len(), 8);
+    assert!(outcome.rows.iter().all(|r| r.status == velollm_benchmarks::RowStatus::Ok));
+}
