@@ -308,6 +308,7 @@ pub fn run_plan(
         first_group: true,
         hardware,
         telemetry,
+        busy_machine: None,
     };
     runner.observer.plan_started(plan);
     let interrupted = runner.run()?;
@@ -326,6 +327,24 @@ struct PlanRunner<'p> {
     first_group: bool,
     hardware: Option<HardwareInfo>,
     telemetry: Telemetry,
+    /// Said on the row being measured when other processes competed for the cores as it started.
+    busy_machine: Option<String>,
+}
+
+/// A warning when the machine was busy with other work as a test started: the one-minute load average minus
+/// this run's own threads (which the average also counts, from the test before) is at least one more runnable
+/// process than there are cores left. On a small machine competing processes slow busy-waiting engines down far
+/// more than their share, so such numbers are low and say so.
+fn busy_machine_warning(threads: u32) -> Option<String> {
+    let load = velollm_hw::load_average_1m()?;
+    let cores = velollm_hw::CpuInfo::detect().logical_cpus? as f64;
+    let others = load - f64::from(threads).min(cores);
+    (others >= 1.0 && others > cores - f64::from(threads)).then(|| {
+        format!(
+            "the machine was busy as this test started (load average {load:.1} on {cores:.0} CPUs, {threads} of them \
+             this run's threads): other processes competed for the cores, so these numbers are likely low"
+        )
+    })
 }
 
 /// What every row of one context shares.
@@ -734,6 +753,7 @@ impl PlanRunner<'_> {
             }
         };
         self.observer.test_started(at, options.warmup_iterations);
+        self.busy_machine = busy_machine_warning(at.instance.context.n_threads);
         let mut telemetry: Vec<IterationTelemetry> = Vec::new();
         let stopped = |samples: Vec<RawSample>,
                        telemetry: Vec<IterationTelemetry>,
@@ -894,6 +914,7 @@ impl PlanRunner<'_> {
         };
         let repetitions = repetitions.unwrap_or_else(|| self.repetition_record(test, stopped_because, &[]));
         let mut warnings = base.warnings.clone();
+        warnings.extend(self.busy_machine.clone().filter(|_| iterations_completed > 0));
         warnings.extend(agg.warnings);
         BenchmarkResult {
             config,

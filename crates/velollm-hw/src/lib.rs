@@ -115,6 +115,11 @@ pub fn default_threads() -> u32 {
     cpu.physical_cores.or(cpu.logical_cpus).unwrap_or(1).max(1)
 }
 
+/// The one-minute load average (`/proc/loadavg`): runnable processes, averaged, this process's threads included.
+pub fn load_average_1m() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
 /// Total RAM from `/proc/meminfo`.
 pub fn ram_bytes() -> Option<u64> {
     let text = fs::read_to_string("/proc/meminfo").ok()?;
