@@ -43,6 +43,27 @@ if [ "$(printf '%s\n' "$tls" | grep -c .)" != 1 ] || ! grep -q '^rustls ' <<<"$t
   exit 1
 fi
 echo "== one TLS stack in the default build: $tls"
+
+# candle, candle-transformers and tokenizers take about 4 minutes to compile on 2 cores. Cargo reuses them only
+# when every crate they depend on resolves with the same features, so the pure-Rust build, the default build and
+# the test build (dev-dependencies included) must agree on candle's whole dependency closure; otherwise the
+# test command compiles candle twice (crates/velollm-candle/Cargo.toml asks for the features that differed).
+candle_closure=$(cargo tree --locked -p candle-transformers -e normal --prefix none -f '{p}' | sed 's/ (\*)$//' | sort -u)
+closure_features() { # cargo tree arguments: each crate of candle's closure with the features it gets there
+  cargo tree --locked "$@" --prefix none -f '{p}|{f}' | sed 's/ (\*)$//' | sort -u |
+    awk -F'|' 'NR == FNR { closure[$0]; next } $1 in closure' <(echo "$candle_closure") -
+}
+tests_features=$(closure_features --workspace -e normal,dev)
+for build in "${pure_rust[*]}" ""; do
+  # shellcheck disable=SC2086 # the feature arguments are words
+  if ! drift=$(diff <(closure_features -p velollm-cli $build -e normal) <(echo "$tests_features")); then
+    echo "error: candle's dependencies resolve differently in \`cargo build -p velollm-cli $build\` than in the" \
+      "test build, so candle would be compiled twice; ask for the same features in crates/velollm-candle/Cargo.toml:" >&2
+    echo "$drift" >&2
+    exit 1
+  fi
+done
+echo "== candle's dependency closure resolves alike in the pure-Rust, default and test builds (compiled once)"
 build pure-rust "${pure_rust[@]}"
 run_on_model pure-rust candle
 
