@@ -1,5 +1,6 @@
-//! Nothing lost: Ctrl-C in every phase stops within about a second and keeps what was measured; results
-//! survive a results directory that disappears mid-run; each backend's start-up figure is its own.
+//! Nothing lost: Ctrl-C in every phase (hashing, loading, a prompt batch, a server's wait) stops within about a
+//! second and keeps what was measured; results survive a results directory that disappears mid-run; each
+//! backend's start-up figure is its own.
 
 mod common;
 #[path = "common/ollama_standin.rs"]
@@ -147,6 +148,26 @@ fn ctrl_c_while_loading_stops_the_load() {
         err.contains("interrupting: stopping loading the model") || err.contains("interrupting: stopping the warm-up"),
         "{err}"
     );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn ctrl_c_while_hashing_a_multi_gb_file() {
+    // A 3.4 GB synthetic Llama-3.2-3B Q8_0, written by velollm in seconds: hashing it takes seconds too, and
+    // the header is printed just before the hashing starts.
+    let dir = scratch("hashing");
+    let path = dir.join("llama-3.2-3b.Q8_0.gguf");
+    let out = run(&["synth", "--like", "llama-3.2-3b", "--quant", "q8_0", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let mut run =
+        Running::start(&["benchmark", "-m", path.to_str().unwrap(), "--max-tokens", "2", "--iterations", "1"]);
+    run.wait_for("greedy, seed", Duration::from_secs(60));
+    let (code, err, seconds) = run.interrupt();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(seconds < STOP_BOUND_S, "stopped {seconds:.1} s after Ctrl-C");
+    assert!(err.contains("interrupting: stopping reading and hashing the model file"), "{err}");
+    assert!(err.contains("interrupted before any benchmark ran: nothing to save"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 

@@ -251,4 +251,24 @@ mod tests {
         let err = resolve_model("/nonexistent/m.gguf").unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");
     }
+
+    #[test]
+    fn hashing_gives_the_sha256_and_stops_between_megabytes_when_cancelled() {
+        let path = std::env::temp_dir().join(format!("velollm-hash-{}.bin", std::process::id()));
+        // 3 MiB + 1 byte: several reads, the last one short.
+        let data: Vec<u8> = (0..(3 << 20) + 1).map(|i: u32| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let expected: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sha256_file(&path, &AtomicBool::new(false)).unwrap(), Some(expected));
+        assert_eq!(sha256_file(&path, &AtomicBool::new(true)).unwrap(), None, "a set flag stops before reading on");
+        std::fs::remove_file(&path).unwrap();
+        // A known vector, so the hex formatting itself is checked too.
+        let abc = std::env::temp_dir().join(format!("velollm-hash-abc-{}.bin", std::process::id()));
+        std::fs::write(&abc, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&abc, &AtomicBool::new(false)).unwrap().as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        std::fs::remove_file(&abc).unwrap();
+    }
 }
