@@ -287,10 +287,15 @@ fn assert_ollama_failure(script: Script, extra: &[&str], expected: &str) {
 
 #[test]
 fn server_failures_are_one_line_errors() {
-    let not_running = bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", &closed_port_url()], &[], None);
+    let dir = scratch("ollama-down");
+    let out_path = dir.join("r.json");
+    let not_running = bench(&["-b", "ollama", "-m", "tiny", "--ollama-url", &closed_port_url()], &[], Some(&out_path));
     assert_clean_failure(&not_running, "Ollama is not running");
     assert!(stderr(&not_running).contains("ollama serve"), "{}", stderr(&not_running));
-    assert!(stdout(&not_running).contains("Checking Ollama availability... ✗\n"), "{}", stdout(&not_running));
+    // Checked before anything runs: no benchmark is attempted, no results file is written.
+    assert!(!stdout(&not_running).contains("Running benchmark"), "{}", stdout(&not_running));
+    assert!(!out_path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 
     assert_ollama_failure(Script::healthy("other:7b"), &[], "pull it with: ollama pull tiny");
     let server = StandIn::start(Script::healthy("tiny"));

@@ -216,8 +216,10 @@ pub struct PreparedModels {
     files: BTreeMap<String, (std::path::PathBuf, ModelIdentity)>,
 }
 
-/// Checks everything that can be checked without an engine: backends compiled in, and every model the file
-/// backends need resolved, read and hashed (a missing or corrupt file is a one-line error before any load).
+/// Checks everything that can be checked without an engine: backends compiled in, every server reachable, and
+/// every model the file backends need resolved, read and hashed. A missing or corrupt file, or a server that is
+/// not running, is a one-line error before any load, not a run of failed rows (possibly after hours of another
+/// backend's benchmarks). A server that goes away later fails its rows, and the run goes on.
 pub fn prepare(
     plan: &Plan,
     options: &RunOptions,
@@ -226,7 +228,12 @@ pub fn prepare(
     let mut needs_file = false;
     for name in &plan.spec.backends {
         let backend = make_backend(name, options, first_threads(plan))?;
-        needs_file |= backend.source_kind() == SourceKind::File;
+        match backend.source_kind() {
+            SourceKind::File => needs_file = true,
+            SourceKind::Server => {
+                backend.check_available()?;
+            }
+        }
     }
     let mut files = BTreeMap::new();
     if needs_file {

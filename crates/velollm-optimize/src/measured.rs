@@ -83,8 +83,12 @@ impl MeasuredParams {
 
 /// `requested.n_gpu_layers` as the user would pass it again (`"all"` or a count; a count at or above the
 /// model's layer count is all). A row whose engine offloaded nothing although layers were requested (a CPU-only
-/// build) says nothing about GPU layers.
+/// build), or whose engine saw no GPU at all, says nothing about GPU layers: there `-ngl 0` and `-ngl all` ran
+/// the same way, and whichever was faster was faster by noise.
 fn gpu_layers(row: &Value) -> Option<GpuLayers> {
+    if engine_saw_no_gpu(row) {
+        return None;
+    }
     let effective = u32_at(row, "/parameters/effective/n_gpu_layers");
     let total = u32_at(row, "/parameters/effective/n_layers_total");
     let requested = row.pointer("/parameters/requested/n_gpu_layers");
@@ -191,6 +195,14 @@ fn matches_model(row: &Value, wanted: &str) -> bool {
     .into_iter()
     .flatten()
     .any(|name| name == wanted || (file_name(name).is_some() && file_name(name) == file_name(wanted)))
+}
+
+/// Whether the row's hardware snapshot lists the devices its engine saw and none of them is a GPU. A row
+/// without the snapshot (`--no-telemetry`, older results) is not taken as CPU-only.
+fn engine_saw_no_gpu(row: &Value) -> bool {
+    row.pointer("/hardware/engine_devices")
+        .and_then(Value::as_array)
+        .is_some_and(|devices| !devices.iter().any(|d| matches!(d["kind"].as_str(), Some("gpu" | "igpu"))))
 }
 
 /// Whether the row's recorded peak memory fits this machine (rows without telemetry are taken as measured here).
@@ -429,6 +441,30 @@ mod tests {
         assert_eq!(gpu_layers(&r), Some(GpuLayers::Count(20)));
         // A CPU-only build offloaded nothing: the row says nothing about GPU layers.
         r["parameters"]["effective"]["n_gpu_layers"] = json!(0);
+        assert_eq!(gpu_layers(&r), None);
+    }
+
+    #[test]
+    fn rows_whose_engine_saw_no_gpu_say_nothing_about_gpu_layers() {
+        let cpu = json!([{"engine": "llamacpp", "backend": "CPU", "kind": "cpu"}]);
+        let gpu = json!([{"engine": "llamacpp", "backend": "CPU", "kind": "cpu"},
+                         {"engine": "llamacpp", "backend": "CUDA", "kind": "gpu"}]);
+        // On a CPU-only machine -ngl 0 and -ngl all ran alike: the faster one (by noise) must not decide num_gpu.
+        let mut rows = vec![
+            row("tg", "tg128", 94.6, 2, json!(0), "on", 2048, 512),
+            row("tg", "tg128", 89.6, 2, json!("all"), "on", 2048, 512),
+        ];
+        for r in &mut rows {
+            r["hardware"] = json!({"engine_devices": cpu.clone()});
+        }
+        let decode = best_from_rows(&rows, None, &cpu_machine(), "x").unwrap().decode.unwrap();
+        assert_eq!(decode.params.gpu_layers, None);
+        assert!(decode.runner_up.is_none(), "both rows ran the same configuration: {:?}", decode.runner_up);
+        // Where the engine saw a GPU, -ngl 0 is a real choice (keep the model on the CPU).
+        let mut r = row("tg", "tg128", 1.0, 1, json!(0), "on", 1, 1);
+        r["hardware"] = json!({"engine_devices": gpu});
+        assert_eq!(gpu_layers(&r), Some(GpuLayers::Count(0)));
+        r["hardware"] = json!({"engine_devices": cpu});
         assert_eq!(gpu_layers(&r), None);
     }
 
