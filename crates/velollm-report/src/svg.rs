@@ -90,6 +90,18 @@ impl Frame {
     fn plot_height(&self) -> f64 {
         self.height - self.top - self.bottom
     }
+    /// The x axis's line at `base` and its title centred under the plot.
+    fn x_axis(&self, out: &mut String, base: f64, title: &str) {
+        let _ = write!(
+            out,
+            r#"<line x1="{:.1}" x2="{:.1}" y1="{base:.1}" y2="{base:.1}" stroke="{AXIS}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12" fill="{TEXT}">{}</text>"#,
+            self.left,
+            WIDTH - self.right,
+            self.left + self.plot_width() / 2.0,
+            self.height - 6.0,
+            escape(title)
+        );
+    }
 }
 
 fn open_svg(out: &mut String, height: f64, attrs: &[(&str, String)], label: &str) {
@@ -442,15 +454,7 @@ impl Histogram {
                 tick_label(*t, step)
             );
         }
-        let _ = write!(
-            out,
-            r#"<line x1="{:.1}" x2="{:.1}" y1="{base:.1}" y2="{base:.1}" stroke="{AXIS}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12" fill="{TEXT}">{}</text>"#,
-            frame.left,
-            WIDTH - frame.right,
-            frame.left + frame.plot_width() / 2.0,
-            frame.height - 6.0,
-            escape(&self.x_title)
-        );
+        frame.x_axis(&mut out, base, &self.x_title);
         for (i, m) in self.markers.iter().enumerate() {
             let mx = if m.value > last { frame.left + width * (self.counts.len() as f64 + 0.5) } else { x_of(m.value) };
             // Labels stagger downwards; near the right edge they go left of their line.
@@ -526,15 +530,7 @@ impl Band {
                 tick_label(*t, step)
             );
         }
-        let _ = write!(
-            out,
-            r#"<line x1="{:.1}" x2="{:.1}" y1="{base:.1}" y2="{base:.1}" stroke="{AXIS}"/><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12" fill="{TEXT}">{}</text>"#,
-            frame.left,
-            WIDTH - frame.right,
-            frame.left + frame.plot_width() / 2.0,
-            frame.height - 6.0,
-            escape(&self.x_title)
-        );
+        frame.x_axis(&mut out, base, &self.x_title);
         out.push_str("</svg>");
         out
     }
