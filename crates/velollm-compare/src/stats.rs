@@ -15,14 +15,9 @@ pub struct Moments {
 }
 
 impl Moments {
+    /// The mean and sample standard deviation exactly as a result row's statistics compute them.
     pub fn of(values: &[f64]) -> Option<Moments> {
-        let n = values.len();
-        if n == 0 {
-            return None;
-        }
-        let mean = values.iter().sum::<f64>() / n as f64;
-        let stddev = (n >= 2).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
-        Some(Moments { n, mean, stddev })
+        velollm_core::Summary::of(values).map(|s| Moments { n: s.n, mean: s.mean, stddev: s.stddev })
     }
 
     /// The squared standard error of the mean, `s² / n`.
