@@ -53,6 +53,9 @@ pub use velollm_core::{
 /// The devices llama.cpp sees (`velollm_llamacpp::devices`).
 #[cfg(feature = "llamacpp")]
 pub use velollm_llamacpp::devices as llamacpp_devices;
+/// ggml's RPC backend: remote devices and `velollm rpc-server` (`velollm_llamacpp::rpc`).
+#[cfg(feature = "llamacpp")]
+pub use velollm_llamacpp::rpc as llamacpp_rpc;
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use velollm_core::{
-    BenchmarkConfig, ContextParams, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode, TokenTest,
+    BenchmarkConfig, ContextParams, DeviceSelection, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode,
+    TensorSplit, TokenTest,
 };
 
 use crate::BenchError;
@@ -74,6 +75,10 @@ pub struct SweepSpec {
     pub split_mode: Vec<SplitMode>,
     pub main_gpu: Vec<u32>,
     pub use_mmap: Vec<bool>,
+    /// Offload devices (`-dev`): `auto`, `none` or named devices.
+    pub devices: Vec<DeviceSelection>,
+    /// Layer proportions per device (`-ts`).
+    pub tensor_split: Vec<TensorSplit>,
     pub n_ctx: Vec<u32>,
     pub n_batch: Vec<u32>,
     pub n_ubatch: Vec<u32>,
@@ -96,6 +101,8 @@ impl SweepSpec {
             split_mode: vec![load.split_mode],
             main_gpu: vec![load.main_gpu],
             use_mmap: vec![load.use_mmap],
+            devices: vec![load.devices],
+            tensor_split: vec![load.tensor_split],
             n_ctx: vec![context.n_ctx],
             n_batch: vec![context.n_batch],
             n_ubatch: vec![context.n_ubatch],
@@ -113,7 +120,18 @@ impl SweepSpec {
             for &split_mode in &self.split_mode {
                 for &main_gpu in &self.main_gpu {
                     for &use_mmap in &self.use_mmap {
-                        all.push(LoadParams { n_gpu_layers, split_mode, main_gpu, use_mmap });
+                        for devices in &self.devices {
+                            for tensor_split in &self.tensor_split {
+                                all.push(LoadParams {
+                                    n_gpu_layers,
+                                    split_mode,
+                                    main_gpu,
+                                    use_mmap,
+                                    devices: devices.clone(),
+                                    tensor_split: tensor_split.clone(),
+                                });
+                            }
+                        }
                     }
                 }
             }
@@ -151,13 +169,15 @@ impl SweepSpec {
 
     /// The names of the parameters given more than one value: the columns a sweep table shows.
     pub fn varying(&self) -> Vec<&'static str> {
-        let lists: [(&'static str, usize); 15] = [
+        let lists: [(&'static str, usize); 17] = [
             ("model", self.models.len()),
             ("backend", self.backends.len()),
             ("n_gpu_layers", self.n_gpu_layers.len()),
             ("split_mode", self.split_mode.len()),
             ("main_gpu", self.main_gpu.len()),
             ("use_mmap", self.use_mmap.len()),
+            ("devices", self.devices.len()),
+            ("tensor_split", self.tensor_split.len()),
             ("n_ctx", self.n_ctx.len()),
             ("n_batch", self.n_batch.len()),
             ("n_ubatch", self.n_ubatch.len()),
@@ -219,6 +239,8 @@ impl Plan {
             ("--split-mode", spec.split_mode.is_empty()),
             ("--main-gpu", spec.main_gpu.is_empty()),
             ("--mmap", spec.use_mmap.is_empty()),
+            ("--device", spec.devices.is_empty()),
+            ("--tensor-split", spec.tensor_split.is_empty()),
             ("--ctx-size", spec.n_ctx.is_empty()),
             ("--batch-size", spec.n_batch.is_empty()),
             ("--ubatch-size", spec.n_ubatch.is_empty()),

@@ -1090,6 +1090,8 @@ impl BenchmarkRunner {
             split_mode: vec![self.load.split_mode],
             main_gpu: vec![self.load.main_gpu],
             use_mmap: vec![self.load.use_mmap],
+            devices: vec![self.load.devices.clone()],
+            tensor_split: vec![self.load.tensor_split.clone()],
             n_ctx: vec![self.context.n_ctx],
             n_batch: vec![self.context.n_batch],
             n_ubatch: vec![self.context.n_ubatch],

@@ -165,6 +165,7 @@ impl velollm_core::LoadedModel for CandleLoaded {
             main_gpu: None,
             use_mmap: Some(false),
             model_buffers: Vec::new(),
+            devices: Vec::new(),
         }
     }
 

@@ -30,8 +30,8 @@ pub use hardware::{
 };
 pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{
-    ContextParams, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer, FlashAttention, GenerationParams,
-    GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode,
+    ContextParams, DevicePlacement, DeviceSelection, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer,
+    FlashAttention, GenerationParams, GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode, TensorSplit,
 };
 pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,

@@ -211,6 +211,145 @@ impl std::fmt::Display for KvCacheType {
     }
 }
 
+/// Which devices offloaded layers may go to (llama-bench's `-dev`): the engine's choice, none (the CPU
+/// only), or named devices in order (`RPC0/RPC1`, `CUDA0`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum DeviceSelection {
+    /// Every GPU-like device the engine sees (llama.cpp's default: local GPUs and RPC servers).
+    #[default]
+    Auto,
+    /// No offload device: every layer stays on the CPU.
+    None,
+    /// These devices, in this order (the order layers are handed out in).
+    Named(Vec<String>),
+}
+
+impl std::str::FromStr for DeviceSelection {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(DeviceSelection::Auto),
+            "none" => Ok(DeviceSelection::None),
+            list => {
+                let names: Vec<String> = list.split('/').map(|name| name.trim().to_string()).collect();
+                if names.iter().any(|name| name.is_empty() || name.contains(char::is_whitespace)) {
+                    return Err(format!(
+                        "invalid device list '{list}' (expected auto, none or device names joined by '/', e.g. RPC0/RPC1)"
+                    ));
+                }
+                Ok(DeviceSelection::Named(names))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSelection::Auto => f.pad("auto"),
+            DeviceSelection::None => f.pad("none"),
+            DeviceSelection::Named(names) => f.pad(&names.join("/")),
+        }
+    }
+}
+
+impl Serialize for DeviceSelection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How offloaded layers are shared between devices (llama-bench's `-ts`): proportions in device order,
+/// `3/1` giving the first device three quarters. Empty: the engine's default (llama.cpp: each device's free
+/// memory).
+#[derive(Debug, Clone, Default)]
+pub struct TensorSplit(Vec<f32>);
+
+impl TensorSplit {
+    /// The proportions as given (not normalised); empty for the engine's default.
+    pub fn proportions(&self) -> &[f32] {
+        &self.0
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// Proportions are finite and non-negative (checked when parsed), so comparing their bit patterns orders
+// them as numbers and makes equal values hash alike.
+impl PartialEq for TensorSplit {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for TensorSplit {}
+impl std::hash::Hash for TensorSplit {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.iter().for_each(|p| p.to_bits().hash(state));
+    }
+}
+impl PartialOrd for TensorSplit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TensorSplit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.iter().map(|p| p.to_bits()).cmp(other.0.iter().map(|p| p.to_bits()))
+    }
+}
+
+impl std::str::FromStr for TensorSplit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if text.is_empty() || text == "auto" {
+            return Ok(TensorSplit::default());
+        }
+        let invalid = || {
+            format!("invalid tensor split '{text}' (expected proportions joined by '/', e.g. 3/1 or 0.5/0.5, at least one above 0)")
+        };
+        let proportions: Vec<f32> = text
+            .split('/')
+            .map(|part| part.trim().parse::<f32>().ok().filter(|p| p.is_finite() && *p >= 0.0))
+            .collect::<Option<_>>()
+            .ok_or_else(invalid)?;
+        if proportions.iter().all(|p| *p == 0.0) || proportions.len() > 16 {
+            return Err(invalid());
+        }
+        Ok(TensorSplit(proportions))
+    }
+}
+
+impl std::fmt::Display for TensorSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.pad("auto");
+        }
+        let parts: Vec<String> = self.0.iter().map(|p| p.to_string()).collect();
+        f.pad(&parts.join("/"))
+    }
+}
+
+impl Serialize for TensorSplit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for TensorSplit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Load-time parameters: a model loaded with one set is reused for every context and test that shares it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct LoadParams {
@@ -221,11 +360,24 @@ pub struct LoadParams {
     pub main_gpu: u32,
     /// Map the model file instead of reading it into memory.
     pub use_mmap: bool,
+    /// The devices offloaded layers may go to (rows written before devices were recorded read as `auto`).
+    #[serde(default)]
+    pub devices: DeviceSelection,
+    /// How offloaded layers are shared between those devices.
+    #[serde(default)]
+    pub tensor_split: TensorSplit,
 }
 
 impl Default for LoadParams {
     fn default() -> Self {
-        LoadParams { n_gpu_layers: GpuLayers::All, split_mode: SplitMode::Layer, main_gpu: 0, use_mmap: true }
+        LoadParams {
+            n_gpu_layers: GpuLayers::All,
+            split_mode: SplitMode::Layer,
+            main_gpu: 0,
+            use_mmap: true,
+            devices: DeviceSelection::Auto,
+            tensor_split: TensorSplit::default(),
+        }
     }
 }
 
@@ -273,11 +425,31 @@ pub struct RequestedParams {
 /// A buffer the engine allocated, as it reported it (llama.cpp's model, KV cache and compute buffers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineBuffer {
-    /// The buffer's device or buffer type (`CPU`, `CUDA0`, `CPU_Mapped`, …).
+    /// The buffer's device or buffer type (`CPU`, `CUDA0`, `CPU_Mapped`, `RPC0[host:port]`, …).
     pub device: String,
     /// `model`, `kv_cache` or `compute`.
     pub kind: String,
     pub bytes: u64,
+}
+
+/// Where a loaded model sits on one device, as the engine placed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DevicePlacement {
+    /// The engine's device name (`CPU`, `RPC0`, `CUDA0`).
+    pub name: String,
+    /// The engine's backend for it (`CPU`, `RPC`, `CUDA`).
+    pub backend: String,
+    /// What the engine says the device is: an RPC server's `host:port`, a GPU's model.
+    pub description: String,
+    /// Layers the engine assigned to the device (its repeating layers and the output layer).
+    pub layers: u32,
+    /// Bytes of model weights in the device's buffers, as the engine reported them.
+    pub model_buffer_bytes: u64,
+    /// The device's memory as the engine saw it just before and just after the load (`None`: not reported).
+    pub memory_free_before_bytes: Option<u64>,
+    pub memory_total_before_bytes: Option<u64>,
+    pub memory_free_after_bytes: Option<u64>,
+    pub memory_total_after_bytes: Option<u64>,
 }
 
 /// What a loaded model actually got. `None` where the engine does not say (never a guess).
@@ -295,6 +467,9 @@ pub struct EffectiveLoad {
     /// The model's weight buffers, as the engine reported them.
     #[serde(default)]
     pub model_buffers: Vec<EngineBuffer>,
+    /// Every device of the load with its layers, weights and memory (empty where the engine does not say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DevicePlacement>,
 }
 
 /// What a context actually got.
@@ -380,6 +555,28 @@ mod tests {
         assert_eq!(value["flash_attn"], "auto");
         let back: RequestedParams = serde_json::from_value(value).unwrap();
         assert_eq!(back, params);
+    }
+
+    #[test]
+    fn device_selections_and_tensor_splits_parse_like_llama_bench() {
+        assert_eq!("none".parse::<DeviceSelection>().unwrap(), DeviceSelection::None);
+        assert_eq!("auto".parse::<DeviceSelection>().unwrap(), DeviceSelection::Auto);
+        let named: DeviceSelection = "RPC0/RPC1".parse().unwrap();
+        assert_eq!(named, DeviceSelection::Named(vec!["RPC0".into(), "RPC1".into()]));
+        assert_eq!(named.to_string(), "RPC0/RPC1");
+        assert!("RPC0//RPC1".parse::<DeviceSelection>().unwrap_err().contains("invalid device list"));
+        let split: TensorSplit = "3/1".parse().unwrap();
+        assert_eq!(split.proportions(), [3.0, 1.0]);
+        assert_eq!(split.to_string(), "3/1");
+        assert!("auto".parse::<TensorSplit>().unwrap().is_default());
+        for bad in ["0/0", "1/-1", "a/b", "nan", "inf/1"] {
+            assert!(bad.parse::<TensorSplit>().is_err(), "{bad}");
+        }
+        assert!("1/3".parse::<TensorSplit>().unwrap() < "3/1".parse::<TensorSplit>().unwrap());
+        // Rows written before these fields existed read as the defaults.
+        let old = serde_json::json!({"n_gpu_layers": 0, "split_mode": "layer", "main_gpu": 0, "use_mmap": true});
+        let load: LoadParams = serde_json::from_value(old).unwrap();
+        assert_eq!((load.devices, load.tensor_split.is_default()), (DeviceSelection::Auto, true));
     }
 
     fn serde_json_string<T: Serialize>(value: &T) -> String {

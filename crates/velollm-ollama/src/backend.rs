@@ -164,6 +164,7 @@ impl LoadedModel for OllamaModel {
             main_gpu: None,
             use_mmap: None,
             model_buffers: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
