@@ -12,16 +12,14 @@ use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use velollm_core::{
     argmax, decode_greedy, elapsed_ns, timed_token_test, BackendError, ContextParams, EffectiveContext, EffectiveLoad,
-    EngineCounters, FlashAttention, GenerationRequest, KvCacheType, LoadParams, RawSample, SplitMode, TokenRequest,
-    TokenRng,
+    EngineCounters, FlashAttention, GenerationRequest, KvCacheType, LoadParams, RawSample, TokenRequest, TokenRng,
 };
 
-use crate::{load_error, logs};
+use crate::{load, load_error, logs};
 
 pub(crate) struct ModelReady {
     pub load_ms: f64,
@@ -42,21 +40,6 @@ pub(crate) enum Command {
     Generate(GenerationRequest, Arc<AtomicBool>, Reply<RawSample>),
     RunTokens(TokenRequest, Arc<AtomicBool>, Reply<RawSample>),
     Detokenize(Vec<u32>, Reply<String>),
-}
-
-fn model_params(params: &LoadParams, cancel: Arc<AtomicBool>) -> LlamaModelParams {
-    let split_mode = match params.split_mode {
-        SplitMode::None => LlamaSplitMode::None,
-        SplitMode::Layer => LlamaSplitMode::Layer,
-        SplitMode::Row => LlamaSplitMode::Row,
-    };
-    LlamaModelParams::default()
-        .with_n_gpu_layers(params.n_gpu_layers.as_count())
-        .with_split_mode(split_mode)
-        .with_main_gpu(i32::try_from(params.main_gpu).unwrap_or(i32::MAX))
-        .with_use_mmap(params.use_mmap)
-        // Returning false aborts the load: Ctrl-C during a multi-GB load stops within a progress step.
-        .with_progress_callback(move |_| !cancel.load(Ordering::Relaxed))
 }
 
 fn kv_type(kind: KvCacheType) -> LlamaKvType {
@@ -95,26 +78,29 @@ fn context_params(params: &ContextParams) -> LlamaContextParams {
         .with_swa_full(false)
 }
 
-/// What the model load did with the load parameters, from the model and the load's own log lines.
-fn effective_load(model: &LlamaModel, params: &LoadParams, log: &str) -> EffectiveLoad {
+/// What the model load did with the load parameters: where llama.cpp put every layer (its own
+/// `assigned to device` lines, not its "offloaded N/M layers to GPU" summary, which it prints also when no
+/// device exists), the buffers it allocated, and each device's memory before and after.
+fn effective_load(model: &LlamaModel, params: &LoadParams, devices: &[load::LoadDevice], log: &str) -> EffectiveLoad {
     let layers_total = model.n_layer() + 1;
-    let (n_gpu_layers, gpu_devices) = if crate::gpu_offload_supported() {
-        // Only llama.cpp's own line says how many layers it placed; without it the count is unknown.
-        let offloaded = logs::offloaded_layers(log).map(|(done, _)| done);
-        let devices = if offloaded.unwrap_or(0) > 0 { logs::devices_used(log) } else { Vec::new() };
-        (offloaded, devices)
-    } else {
-        // No GPU backend in this build: every layer runs on the CPU whatever -ngl says.
-        (Some(0), Vec::new())
-    };
+    let model_buffers = logs::buffers(log);
+    let placement = load::placement(devices, log, &model_buffers);
+    let assigned: u32 = placement.iter().map(|d| d.layers).sum();
+    let offloaded = placement.iter().filter(|d| d.backend != "CPU").map(|d| d.layers).sum::<u32>();
     EffectiveLoad {
-        n_gpu_layers,
+        // Without the per-layer lines (a wording change upstream) the count is unknown, not zero.
+        n_gpu_layers: (assigned > 0).then_some(offloaded),
         n_layers_total: Some(layers_total),
-        gpu_devices,
+        gpu_devices: placement
+            .iter()
+            .filter(|d| d.backend != "CPU" && d.layers > 0)
+            .map(|d| if d.description.is_empty() { d.name.clone() } else { format!("{} ({})", d.name, d.description) })
+            .collect(),
         split_mode: Some(params.split_mode),
         main_gpu: Some(params.main_gpu),
         use_mmap: Some(params.use_mmap),
-        model_buffers: logs::buffers(log),
+        model_buffers,
+        devices: placement,
     }
 }
 
@@ -128,22 +114,26 @@ pub(crate) fn run(
 ) {
     let load_start = Instant::now();
     logs::start_capture();
-    let loaded = LlamaModel::load_from_file(backend, &path, &model_params(&params, Arc::clone(&cancel)));
+    let loaded = load::load(&path, &params, &cancel);
     let log = logs::finish_capture();
-    let model = match loaded {
-        Ok(model) => model,
-        Err(_) if cancel.load(Ordering::Relaxed) => {
+    let (model, devices) = match loaded {
+        Ok(loaded) => loaded,
+        Err(load::LoadFailure::Cancelled) => {
             let _ = ready.send(Err(BackendError::Cancelled));
             return;
         }
-        Err(e) => {
-            let reason = last_error_line(&log).unwrap_or_else(|| e.to_string());
+        Err(load::LoadFailure::Parameters(reason)) => {
+            let _ = ready.send(Err(BackendError::Unsupported(reason)));
+            return;
+        }
+        Err(load::LoadFailure::Engine) => {
+            let reason = last_error_line(&log).unwrap_or_else(|| "it returned no model".to_string());
             let _ = ready.send(Err(load_error(&path, format!("llama.cpp could not load it ({reason})"))));
             return;
         }
     };
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    let effective = effective_load(&model, &params, &log);
+    let effective = effective_load(&model, &params, &devices, &log);
     if ready.send(Ok(ModelReady { load_ms, effective })).is_err() {
         return;
     }

@@ -11,7 +11,9 @@
 
 pub mod devices;
 mod engine;
+mod load;
 mod logs;
+pub mod rpc;
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -35,7 +37,7 @@ pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 /// llama.cpp's backend may be initialised once per process; every model shares it.
 static LLAMA_BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
-fn shared_backend(engine_logs: bool) -> Result<&'static LlamaBackend, BackendError> {
+pub(crate) fn shared_backend(engine_logs: bool) -> Result<&'static LlamaBackend, BackendError> {
     LLAMA_BACKEND
         .get_or_init(|| {
             // Must precede initialisation: llama.cpp's lines are captured (they say what it decided) and,
@@ -96,10 +98,10 @@ pub fn engine_info() -> EngineInfo {
     EngineInfo { version: Some(version), build: system_info }
 }
 
-/// Whether this build of llama.cpp can offload layers to a GPU (a GPU backend is compiled in and sees a device).
+/// Whether llama.cpp has a device to offload layers to: a GPU it sees, or an RPC server registered with
+/// `--rpc`. (`llama_supports_gpu_offload` also says yes for a build with the RPC backend and no server.)
 pub fn gpu_offload_supported() -> bool {
-    // SAFETY: a pure query of the registered backends.
-    unsafe { llama_cpp_sys_2::llama_supports_gpu_offload() }
+    devices::devices().iter().any(|d| d.kind == "gpu" || d.kind == "igpu")
 }
 
 impl Backend for LlamaCppBackend {

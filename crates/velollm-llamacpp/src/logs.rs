@@ -84,29 +84,22 @@ unsafe extern "C" fn on_log(level: llama_cpp_sys_2::ggml_log_level, text: *const
     }
 }
 
-/// What a model load said about offloading: `offloaded N/M layers to GPU`.
-pub(crate) fn offloaded_layers(log: &str) -> Option<(u32, u32)> {
-    log.lines().find_map(|line| {
-        let rest = line.split("offloaded ").nth(1)?;
-        let (counts, tail) = rest.split_once(' ')?;
-        if !tail.starts_with("layers to GPU") {
-            return None;
-        }
-        let (done, total) = counts.split_once('/')?;
-        Some((done.parse().ok()?, total.parse().ok()?))
-    })
-}
-
-/// The devices a model load said it uses: `using device CUDA0 (NVIDIA H200) ...`.
-pub(crate) fn devices_used(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|line| !line.contains("skipping device"))
+/// The device of every layer, in layer order, from the load's `layer N assigned to device X` lines (llama.cpp
+/// prints one per repeating layer and one for the output layer, at debug level).
+pub(crate) fn layer_devices(log: &str) -> Vec<String> {
+    let mut layers: Vec<(u32, String)> = log
+        .lines()
         .filter_map(|line| {
-            let rest = line.split("using device ").nth(1)?;
-            let end = rest.find(" - ").unwrap_or(rest.len());
-            Some(rest[..end].trim().to_string())
+            let rest = line.split("layer ").nth(1)?;
+            let (index, tail) = rest.trim_start().split_once(' ')?;
+            let device = tail.strip_prefix("assigned to device ")?;
+            let device = device.split(',').next()?.trim();
+            Some((index.parse().ok()?, device.to_string()))
         })
-        .collect()
+        .collect();
+    layers.sort_by_key(|(index, _)| *index);
+    layers.dedup_by_key(|(index, _)| *index);
+    layers.into_iter().map(|(_, device)| device).collect()
 }
 
 /// How llama.cpp resolved an automatic flash-attention policy: `Flash Attention enabled` or
@@ -135,7 +128,8 @@ pub(crate) fn buffers(log: &str) -> Vec<EngineBuffer> {
         .filter_map(|line| {
             let (marker, kind) = KINDS.iter().find(|(marker, _)| line.contains(marker))?;
             let (before, after) = line.split_once(marker)?;
-            let device = before.rsplit(':').next()?.trim().to_string();
+            // `function: NAME`: the name itself may hold a colon (`RPC0[127.0.0.1:50052]`).
+            let device = before.split_once(':').map_or(before, |(_, name)| name).trim().to_string();
             let mib: f64 = after.split_whitespace().next()?.parse().ok()?;
             Some(EngineBuffer { device, kind: kind.to_string(), bytes: (mib * 1024.0 * 1024.0).round() as u64 })
         })
@@ -157,14 +151,28 @@ load_tensors:        CUDA0 model buffer size =  1918.35 MiB
 ";
 
     #[test]
-    fn reads_offload_devices_and_buffers() {
-        assert_eq!(offloaded_layers(LOAD_LOG), Some((29, 29)));
-        assert_eq!(devices_used(LOAD_LOG), ["CUDA0 (NVIDIA H200) (0000:19:00.0)"]);
+    fn reads_model_buffers() {
         let buffers = buffers(LOAD_LOG);
         assert_eq!(buffers.len(), 2);
         assert_eq!((buffers[1].device.as_str(), buffers[1].kind.as_str()), ("CUDA0", "model"));
         assert_eq!(buffers[1].bytes, (1918.35f64 * 1048576.0).round() as u64);
-        assert_eq!(offloaded_layers("load_tensors: CPU model buffer size = 1 MiB"), None);
+    }
+
+    #[test]
+    fn reads_where_each_layer_went_and_rpc_buffers() {
+        let log = "\
+load_tensors: layer   0 assigned to device CPU, is_swa = 0
+load_tensors: layer   1 assigned to device RPC0, is_swa = 0
+load_tensors: layer  10 assigned to device RPC1, is_swa = 0
+load_tensors: layer   2 assigned to device RPC0, is_swa = 0
+load_tensors:   CPU_Mapped model buffer size =    25.66 MiB
+load_tensors: RPC0[127.0.0.1:50052] model buffer size =    38.42 MiB
+";
+        assert_eq!(layer_devices(log), ["CPU", "RPC0", "RPC0", "RPC1"]);
+        let buffers = buffers(log);
+        assert_eq!(buffers[0].device, "CPU_Mapped");
+        assert_eq!(buffers[1].device, "RPC0[127.0.0.1:50052]");
+        assert_eq!(buffers[1].bytes, (38.42f64 * 1048576.0).round() as u64);
     }
 
     #[test]
