@@ -10,6 +10,7 @@ use velollm_benchmarks::{
     default_model_for, standard_suite, AutoRepetitions, BenchmarkConfig, ExplicitEngineParams, FlashAttention,
     GpuLayers, KvCacheType, Repetitions, SplitMode, SweepSpec, TestCase, TokenTest,
 };
+use velollm_core::{DeviceSelection, TensorSplit};
 
 use velollm_export::Format;
 
@@ -125,6 +126,19 @@ pub struct BenchmarkArgs {
     /// How a model is split across GPUs: none, layer or row (list).
     #[arg(long, value_name = "LIST", default_value = "layer")]
     pub split_mode: String,
+    /// ggml RPC servers to offload layers to (`velollm rpc-server` on this or another host, the same velollm
+    /// build): HOST:PORT, comma-separated. Each becomes a device (RPC0, RPC1, … in this order); every endpoint
+    /// is contacted before any benchmark.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub rpc: Option<String>,
+    /// Devices offloaded layers may go to (also -dev): auto (every GPU and RPC device), none (CPU only) or
+    /// names joined by '/' (RPC0/RPC1, CUDA0); a comma list sweeps them.
+    #[arg(long, value_name = "LIST", default_value = "auto")]
+    pub device: String,
+    /// How offloaded layers are shared between devices (also -ts): proportions joined by '/' in device order
+    /// (3/1), or auto (in proportion to each device's free memory); a comma list sweeps them.
+    #[arg(long, value_name = "LIST", default_value = "auto")]
+    pub tensor_split: String,
     /// The GPU used with --split-mode none (list).
     #[arg(long, value_name = "LIST", default_value = "0", allow_hyphen_values = true)]
     pub main_gpu: String,
@@ -379,6 +393,8 @@ impl BenchmarkArgs {
         let type_v: Vec<KvCacheType> = typed("--cache-type-v", &self.cache_type_v)?;
         let split_mode: Vec<SplitMode> = typed("--split-mode", &self.split_mode)?;
         let main_gpu = numbers("--main-gpu", &self.main_gpu, 0, MAX_GPUS)?;
+        let devices: Vec<DeviceSelection> = typed("--device", &self.device)?;
+        let tensor_split: Vec<TensorSplit> = typed("--tensor-split", &self.tensor_split)?;
 
         let max_tokens = self
             .max_tokens
@@ -422,6 +438,8 @@ impl BenchmarkArgs {
             split_mode,
             main_gpu,
             use_mmap: vec![!self.no_mmap],
+            devices,
+            tensor_split,
             n_ctx,
             n_batch,
             n_ubatch,

@@ -43,6 +43,8 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     let (repetitions, _) = args.repetitions()?;
     let warmup_iterations = args.warmup()?;
     let plan = Plan::new(spec).map_err(|e| UsageError(e.to_string()))?;
+    // Remote devices are contacted and every named device checked before anything slow.
+    offload_devices(&args, &plan, verbose > 0)?;
 
     let cancel = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
@@ -81,6 +83,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
 
     let shared: Shared = Arc::new(Mutex::new(Collected::new(outputs)));
     lock(&shared).phase = "reading and hashing the model file".into();
+    on_engine_abort(&shared);
     watch_ctrl_c(Arc::clone(&cancel), Arc::clone(&shared));
     let mut progress = Both(Progress::new(style, Arc::clone(&shared)), Collector::new(Arc::clone(&shared)));
     let joined = tokio::task::spawn_blocking(move || {
@@ -252,20 +255,114 @@ fn watch_ctrl_c(cancel: Arc<AtomicBool>, shared: Shared) {
 /// Saves every finished row and the repetitions of the row in progress, then ends the process without
 /// waiting for the engine thread (which may be inside a long call into llama.cpp).
 fn save_and_exit(shared: &Shared, why: &str) {
-    let mut collected = lock(shared);
+    let collected = lock(shared);
     if collected.finalizing {
         // The main flow is writing the results itself.
         return;
     }
+    save_rows_and_exit(collected, &format!("interrupted ({why})"), EXIT_INTERRUPTED)
+}
+
+/// Exit status when llama.cpp had to stop the process (an RPC server went away), after saving every row.
+#[cfg(feature = "llamacpp")]
+const EXIT_ENGINE_STOPPED: u8 = 1;
+
+/// `--rpc`: contacts every server and registers its devices; with llama.cpp in the plan, every device named by
+/// `--device` must then exist. One line and exit 2 otherwise, before any model is read.
+#[cfg(feature = "llamacpp")]
+fn offload_devices(args: &BenchmarkArgs, plan: &Plan, engine_logs: bool) -> anyhow::Result<()> {
+    use velollm_benchmarks::{llamacpp_devices, llamacpp_rpc};
+    use velollm_core::DeviceSelection;
+    let on_llamacpp = plan.spec.backends.iter().any(|b| b == "llamacpp");
+    if let Some(list) = &args.rpc {
+        if !on_llamacpp {
+            return Err(UsageError("--rpc offloads llama.cpp's layers: it needs -b llamacpp".into()).into());
+        }
+        let endpoints = llamacpp_rpc::parse_endpoints(list).map_err(UsageError)?;
+        llamacpp_rpc::connect(&endpoints, engine_logs).map_err(UsageError)?;
+    }
+    if !on_llamacpp {
+        return Ok(());
+    }
+    let devices = llamacpp_devices::devices();
+    for selection in &plan.spec.devices {
+        let DeviceSelection::Named(names) = selection else { continue };
+        for name in names {
+            match devices.iter().find(|d| &d.name == name) {
+                Some(d) if d.kind != "cpu" && d.kind != "accel" => {}
+                Some(_) => {
+                    return Err(UsageError(format!(
+                        "invalid --device '{name}': the CPU is not an offload device (--device none keeps every layer on it)"
+                    ))
+                    .into())
+                }
+                None => {
+                    let offload: Vec<&str> =
+                        devices.iter().filter(|d| d.kind == "gpu" || d.kind == "igpu").map(|d| d.name.as_str()).collect();
+                    let known = if offload.is_empty() { "none; add RPC servers with --rpc".into() } else { offload.join(", ") };
+                    return Err(UsageError(format!("invalid --device '{name}': no such device (offload devices: {known})")).into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "llamacpp"))]
+fn offload_devices(args: &BenchmarkArgs, _plan: &Plan, _engine_logs: bool) -> anyhow::Result<()> {
+    if args.rpc.is_some() {
+        return Err(UsageError("--rpc needs llama.cpp, which this build leaves out".into()).into());
+    }
+    Ok(())
+}
+
+/// The run's rows, for the handler that runs when llama.cpp must end the process.
+#[cfg(feature = "llamacpp")]
+static ABORT_SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+
+/// When llama.cpp or ggml is about to end the process (ggml's RPC client does when a server goes away
+/// mid-run), the row in progress is marked failed with the endpoint that no longer answers, every row is saved,
+/// and the process exits with one line instead of an abort and a backtrace.
+fn on_engine_abort(shared: &Shared) {
+    #[cfg(feature = "llamacpp")]
+    if ABORT_SHARED.set(Arc::clone(shared)).is_ok() {
+        velollm_benchmarks::llamacpp_rpc::on_fatal_engine_error(engine_stopped);
+    }
+    #[cfg(not(feature = "llamacpp"))]
+    let _ = shared;
+}
+
+#[cfg(feature = "llamacpp")]
+fn engine_stopped(message: &str) {
+    let Some(shared) = ABORT_SHARED.get() else { return };
+    let gone = velollm_benchmarks::llamacpp_rpc::unreachable_endpoints();
+    let ggml_said = message.rsplit(": ").next().unwrap_or(message).trim();
+    let why = if gone.is_empty() {
+        format!("llama.cpp stopped the run: {ggml_said}")
+    } else {
+        format!("RPC server {} went away during the run (ggml: {ggml_said})", gone.join(", "))
+    };
+    let mut collected = lock(shared);
+    if let Some(row) = collected.in_progress.as_mut() {
+        row.status = RowStatus::Failed;
+        row.error = Some(why.clone());
+    }
+    let phase = collected.phase.clone();
+    eprintln!();
+    save_rows_and_exit(collected, &format!("{why}; while {phase}"), EXIT_ENGINE_STOPPED)
+}
+
+/// Writes every row (the one in progress last) to the outputs, says what was kept, and ends the process.
+fn save_rows_and_exit(mut collected: std::sync::MutexGuard<'_, Collected>, what: &str, code: u8) -> ! {
     let rows = collected.all_rows();
-    let saved = collected.outputs.finish(&rows);
+    let saved = if collected.finalizing { Vec::new() } else { collected.outputs.finish(&rows) };
     let (saved_to, errors) = describe_saves(&saved);
     for error in &errors {
         eprintln!("error: {error}");
     }
     let kept: u32 = rows.iter().map(|r| r.iterations_completed).sum();
     eprintln!(
-        "interrupted ({why}): {} row{} ({kept} timed iteration{}) kept{}",
+        "{what}: {} row{} ({kept} timed iteration{}) kept{}",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" },
         if kept == 1 { "" } else { "s" },
@@ -273,5 +370,5 @@ fn save_and_exit(shared: &Shared, why: &str) {
     );
     // SAFETY: `_exit` ends the process without running C++ static destructors while an engine thread may
     // still be inside llama.cpp; everything velollm must keep has been written and synced above.
-    unsafe { libc::_exit(i32::from(EXIT_INTERRUPTED)) }
+    unsafe { libc::_exit(i32::from(code)) }
 }

@@ -16,6 +16,9 @@ pub struct DetectArgs {
     /// caches; a few seconds) and cache it for later runs.
     #[arg(long)]
     pub bandwidth: bool,
+    /// Also list the devices of these ggml RPC servers (HOST:PORT, comma-separated; `velollm rpc-server`).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub rpc: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +28,9 @@ pub enum DetectFormat {
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    if let Some(list) = &args.rpc {
+        connect_rpc(list)?;
+    }
     let mut hardware = velollm_benchmarks::hardware_info();
     if args.bandwidth {
         let options = BandwidthOptions::for_this_machine();
@@ -52,6 +58,19 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
     // A closed pipe (`velollm detect | head`) is not an error.
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "llamacpp")]
+fn connect_rpc(list: &str) -> anyhow::Result<()> {
+    use velollm_benchmarks::llamacpp_rpc;
+    let endpoints = llamacpp_rpc::parse_endpoints(list).map_err(crate::UsageError)?;
+    llamacpp_rpc::connect(&endpoints, false).map_err(crate::UsageError)?;
+    Ok(())
+}
+
+#[cfg(not(feature = "llamacpp"))]
+fn connect_rpc(_list: &str) -> anyhow::Result<()> {
+    Err(crate::UsageError("--rpc needs llama.cpp, which this build leaves out".into()).into())
 }
 
 fn na<T: std::fmt::Display>(value: Option<T>) -> String {

@@ -9,6 +9,7 @@ mod fetch;
 mod optimize;
 mod progress;
 mod report;
+mod rpc_server;
 mod synth;
 
 use std::ffi::OsString;
@@ -50,6 +51,9 @@ enum Command {
     /// Write one self-contained HTML page of result files: sweep curves, per-token latency, backends side by
     /// side, and what changed when given several files.
     Report(report::ReportArgs),
+    /// Serve this machine's devices to `velollm benchmark --rpc` on another host (ggml's RPC server; run the
+    /// same velollm build on both; the protocol has no authentication: keep it on a trusted network).
+    RpcServer(rpc_server::RpcServerArgs),
 }
 
 /// A usage error: one line, exit status 2.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             Command::Fetch(args) => fetch::run(args).await,
             Command::Compare(args) => compare::run(args),
             Command::Report(args) => report::run(args),
+            Command::RpcServer(args) => rpc_server::run(args),
         }
     });
     match outcome {
@@ -98,10 +103,18 @@ fn main() -> ExitCode {
 
 /// llama-bench's multi-letter single-dash flags, which clap cannot declare, spelled as velollm's long ones.
 fn llama_bench_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
-    args.map(|arg| match arg.to_str() {
-        Some("-ngl") => OsString::from("--n-gpu-layers"),
-        Some(a) if a.starts_with("-ngl=") => OsString::from(format!("--n-gpu-layers={}", &a[5..])),
-        _ => arg,
+    const SPELLINGS: [(&str, &str); 3] = [("-ngl", "--n-gpu-layers"), ("-dev", "--device"), ("-ts", "--tensor-split")];
+    args.map(|arg| {
+        let Some(text) = arg.to_str() else { return arg };
+        for (short, long) in SPELLINGS {
+            if text == short {
+                return OsString::from(long);
+            }
+            if let Some(value) = text.strip_prefix(short).and_then(|rest| rest.strip_prefix('=')) {
+                return OsString::from(format!("{long}={value}"));
+            }
+        }
+        arg
     })
     .collect()
 }

@@ -184,6 +184,11 @@ impl Observer for Progress {
     fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo, effective: &EffectiveLoad) {
         let version = engine.version.as_deref().unwrap_or("engine version unknown");
         let offload = match (effective.n_gpu_layers, effective.n_layers_total) {
+            // With an offload device in play, say where every layer went (CPU 11 · RPC0 10 · RPC1 10).
+            (Some(_), Some(total)) if effective.devices.iter().any(|d| d.backend != "CPU") => {
+                let split: Vec<String> = effective.devices.iter().map(|d| format!("{} {}", d.name, d.layers)).collect();
+                format!("; layers of {total}: {}", split.join(" · "))
+            }
             (Some(done), Some(total)) => format!("; {done}/{total} layers on a GPU"),
             _ => String::new(),
         };
