@@ -270,6 +270,17 @@ fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String> {
             "0" | "false" | "off" | "disabled" => "off".into(),
             _ => text,
         },
+        // llama-bench writes its proportions with two decimals (`0.00` when none: llama.cpp's default), velollm
+        // as given (`auto` for the default); one spelling: `auto`, or the proportions as numbers.
+        "tensor_split" => {
+            let parts: Option<Vec<f64>> = text.split('/').map(|p| p.trim().parse::<f64>().ok()).collect();
+            match parts {
+                Some(parts) if parts.iter().all(|p| *p == 0.0) => "auto".into(),
+                Some(parts) => parts.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("/"),
+                None => text,
+            }
+        }
+        "devices" if text.is_empty() => "auto".into(),
         "use_mmap" | "no_kv_offload" | "embeddings" | "cpu_strict" | "no_host" | "use_direct_io" | "repack" => {
             match text.as_str() {
                 "1" => "true".into(),

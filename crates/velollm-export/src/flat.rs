@@ -135,6 +135,8 @@ pub const COLUMNS: &[Column] = &[
     col!("split_mode", Text, |r| text(&r.parameters.requested.load.split_mode.to_string())),
     col!("main_gpu", Integer, |r| int(r.parameters.requested.load.main_gpu)),
     col!("use_mmap", Integer, |r| Cell::Bool(r.parameters.requested.load.use_mmap)),
+    col!("devices", Text, |r| text(&r.parameters.requested.load.devices.to_string())),
+    col!("tensor_split", Text, |r| text(&r.parameters.requested.load.tensor_split.to_string())),
     col!("n_ctx", Integer, |r| int(r.parameters.requested.context.n_ctx)),
     col!("n_batch", Integer, |r| int(r.parameters.requested.context.n_batch)),
     col!("n_ubatch", Integer, |r| int(r.parameters.requested.context.n_ubatch)),
@@ -148,6 +150,12 @@ pub const COLUMNS: &[Column] = &[
     )),
     col!("n_layers_total", Integer, |r| opt_int(r.parameters.effective.as_ref().and_then(|e| e.load.n_layers_total))),
     col!("gpu_devices", Text, |r| r.parameters.effective.as_ref().map_or(Cell::Null, |e| list(&e.load.gpu_devices))),
+    // Where llama.cpp put the layers: `CPU:11,RPC0:10,RPC1:10` (empty when the engine does not say).
+    col!("layers_per_device", Text, |r| {
+        r.parameters.effective.as_ref().map_or(Cell::Null, |e| {
+            list(&e.load.devices.iter().map(|d| format!("{}:{}", d.name, d.layers)).collect::<Vec<_>>())
+        })
+    }),
     col!("effective_split_mode", Text, |r| {
         opt_text(r.parameters.effective.as_ref().and_then(|e| e.load.split_mode).map(|s| s.to_string()).as_deref())
     }),

@@ -93,6 +93,7 @@ pub fn render(runs: &[Run], options: &Options) -> String {
         body.push_str(&comparisons(runs, options));
     }
     body.push_str(&sweeps(&items, runs));
+    body.push_str(&placements(&items, runs));
     body.push_str(&backends(&items));
     body.push_str(&latencies(&items, runs, options.max_latency_charts));
     body.push_str(&tables(&items, runs));
@@ -528,6 +529,78 @@ fn sweep_card(
         escape(metric.label()),
         escape(short_name(parameter)),
         escape(&meta),
+        chart.render()
+    )
+}
+
+/// Layers per device along the layer-offload curve: what llama.cpp placed on the CPU and on each GPU or RPC
+/// server at every `n_gpu_layers` value (rows that record their devices, velollm's `effective.devices`).
+fn placements(items: &[Item], runs: &[Run]) -> String {
+    // (group label, device name, layers, tooltip), in row order; one group per load of the curve.
+    let mut groups: Vec<String> = Vec::new();
+    let mut devices: Vec<String> = Vec::new();
+    let mut bars: Vec<(usize, String, f64, String)> = Vec::new();
+    let varying = Dims::of(&items.iter().collect::<Vec<_>>(), runs, None).parameters;
+    if !varying.iter().any(|p| p == "n_gpu_layers" || p == "devices" || p == "tensor_split") {
+        return String::new();
+    }
+    for item in items {
+        let Some(placed) = item.entry.source["parameters"]["effective"]["devices"].as_array() else { continue };
+        if !placed.iter().any(|d| d["backend"].as_str().is_some_and(|b| b != "CPU")) {
+            continue;
+        }
+        let parameters = &item.entry.parameters;
+        let mut label = format!("ngl {}", parameters.get("n_gpu_layers").map_or("?", String::as_str));
+        for extra in ["devices", "tensor_split"] {
+            if varying.iter().any(|p| p == extra) {
+                let _ = write!(label, " · {}", parameters.get(extra).map_or("?", String::as_str));
+            }
+        }
+        if groups.contains(&label) {
+            continue;
+        }
+        groups.push(label.clone());
+        for device in placed {
+            let name = device["name"].as_str().unwrap_or("?").to_string();
+            let layers = device["layers"].as_f64().unwrap_or(0.0);
+            if !devices.contains(&name) {
+                devices.push(name.clone());
+            }
+            let where_ =
+                device["description"].as_str().filter(|d| !d.is_empty()).map(|d| format!(" ({d})")).unwrap_or_default();
+            let megabytes = device["model_buffer_bytes"].as_f64().unwrap_or(0.0) / 1e6;
+            bars.push((
+                groups.len() - 1,
+                name.clone(),
+                layers,
+                format!("{label}: {name}{where_} holds {layers} layers, {} MB of weights", svg::short(megabytes)),
+            ));
+        }
+    }
+    if groups.len() < 2 {
+        return String::new();
+    }
+    let chart = BarChart {
+        label: "layers per device along the offload curve".into(),
+        y_title: "layers".into(),
+        groups,
+        bars: bars
+            .into_iter()
+            .map(|(group, name, layers, tooltip)| {
+                let index = devices.iter().position(|d| *d == name).unwrap_or(0);
+                Bar { group, label: name, color: PALETTE[index % PALETTE.len()], value: layers, err: None, tooltip }
+            })
+            .collect(),
+        attrs: vec![("data-chart", "placement".into())],
+    };
+    let legend_entries: Vec<(String, &str)> =
+        devices.iter().enumerate().map(|(i, d)| (d.clone(), PALETTE[i % PALETTE.len()])).collect();
+    format!(
+        "<section id=\"placement\"><h2>Where the layers ran</h2><p class=\"note\">For each load of the sweep, the \
+         layers llama.cpp assigned to each device (its own per-layer placement): the CPU, local GPUs and RPC servers \
+         (hover for the endpoint and the weights each holds).</p><div class=\"grid\"><div class=\"card\"><h3>Layers \
+         per device</h3>{}{}</div></div></section>",
+        legend(&legend_entries, false),
         chart.render()
     )
 }
