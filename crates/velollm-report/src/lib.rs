@@ -842,6 +842,8 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
                 Verdict::Slower => "slower",
                 Verdict::NoChange => "no_change",
                 Verdict::TooFewSamples => "too_few_samples",
+                Verdict::DiffersZeroVariance => "differs_zero_variance",
+                Verdict::NotComparable => "not_comparable",
             };
             let ci = match (m.ci95_low_percent, m.ci95_high_percent) {
                 (Some(a), Some(b)) => format!("95 % CI {a:+.1} … {b:+.1} %"),
@@ -987,4 +989,67 @@ fn tables(items: &[Item], runs: &[Run]) -> String {
     }
     out.push_str("</section>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use velollm_compare::read_str;
+    use velollm_fixtures::{text_samples_at, token_samples_at, Row};
+
+    /// Rows with `samples_ts` (and the per-iteration rates) replaced by `values`, threads 1 and 2.
+    fn hostile_run(values: &[Value]) -> Run {
+        let mut rows = Vec::new();
+        for threads in [1, 2] {
+            let mut row =
+                Row::tokens(0, 128, 0, token_samples_at(0, 128, &[60.0, 61.0, 59.0])).threads(threads).to_json();
+            row["samples_ts"] = Value::Array(values.to_vec());
+            rows.push(row);
+            let mut text =
+                Row::text("short", "Hi", 20, text_samples_at(&[50.0, 51.0, 52.0], 20, 30.0)).threads(threads).to_json();
+            for (i, v) in values.iter().take(3).enumerate() {
+                text["samples"][i]["metrics"]["tokens_per_second"] = v.clone();
+                text["samples"][i]["metrics"]["ttft_ms"] = v.clone();
+            }
+            rows.push(text);
+        }
+        read_str(&serde_json::to_string(&rows).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_page_of_hostile_values_renders_without_panicking_or_non_finite_coordinates() {
+        let lists: Vec<Vec<Value>> = vec![
+            vec![],
+            vec![json!(60.0)],
+            vec![json!(60.0), json!(60.0), json!(60.0)],
+            vec![json!(0.0), json!(1.0), json!(2.0)],
+            vec![json!(-5.0), json!(1.0), json!(2.0)],
+            vec![json!(null), json!(1.0), json!(2.0)],
+            vec![json!(1e308), json!(1e308), json!(1e308)],
+            vec![json!(f64::MAX), json!(1.0), json!(1.0)],
+            vec![json!(1e308), json!(1.0), json!(2.0)],
+            vec![json!(1e-308), json!(2e-308), json!(3e-308)],
+            vec![json!(5e-324), json!(5e-324), json!(1e-323)],
+            vec![json!(59.0), json!(60.0), json!(61.0)],
+        ];
+        let runs: Vec<Run> = lists.iter().map(|l| hostile_run(l)).collect();
+        for a in &runs {
+            for b in &runs {
+                for threshold in [None, Some(5.0), Some(100.0)] {
+                    let options = Options { fail_if_slower: threshold, ..Options::default() };
+                    let page = render(&[a.clone(), b.clone()], &options);
+                    assert!(page.contains("</html>"));
+                    for bad in ["NaN", "=\"inf", "=\"-inf", ",inf", " inf"] {
+                        assert!(
+                            !page.contains(bad),
+                            "{bad} in a page of {:?} and {:?}",
+                            a.entries[0].samples,
+                            b.entries[0].samples
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
