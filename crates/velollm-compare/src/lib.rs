@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use read::{read_file, read_str, Entry, Interleaved, Metric, ModelId, Run, Status, TestId, Tool};
-pub use select::{select, Selector};
+pub use select::{differing_names, select, Selector};
 pub use stats::{paired, welch, Moments, Paired, Welch};
 
 /// Significance level of every verdict (two-sided).

@@ -65,6 +65,21 @@ impl Selector {
     }
 }
 
+/// What the two sides differ in on purpose, left out of the matching: the names both selections use with
+/// different values (`--base n_threads=1 --new n_threads=2`: `n_threads`). A name only one side selects on
+/// stays matched (`--base n_threads=1` alone compares the base's 1-thread rows with the new file's 1-thread rows).
+pub fn differing_names(base: Option<&Selector>, new: Option<&Selector>) -> Vec<String> {
+    let (Some(base), Some(new)) = (base, new) else { return Vec::new() };
+    let mut names = Vec::new();
+    for (name, value) in &base.terms {
+        let differs = new.terms.iter().any(|(n, v)| n == name && v != value);
+        if differs && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
 /// The rows of `run` that `selector` keeps, as a run of their own (rows keep their numbers in the file);
 /// an error when a name is not something the rows record, or no row is kept (the message lists the values
 /// the file has).

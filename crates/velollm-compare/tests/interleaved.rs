@@ -5,7 +5,9 @@
 //! configurations on a drifting machine.
 
 use serde_json::{json, Value};
-use velollm_compare::{compare, gate, read_str, select, stats, Method, Moments, Run, Selector, Verdict, ALPHA};
+use velollm_compare::{
+    compare, differing_names, gate, read_str, select, stats, Method, Moments, Run, Selector, Verdict, ALPHA,
+};
 use velollm_fixtures::{text_samples_at, token_samples_at, Row};
 
 fn tg(rates: &[f64], threads: u32) -> Value {
@@ -42,8 +44,7 @@ fn sweep(gain: f64) -> Run {
 
 fn sides(run: &Run, base: &str, new: &str) -> (Run, Run, Vec<String>) {
     let (b, n) = (Selector::parse(base).unwrap(), Selector::parse(new).unwrap());
-    let mut ignore = b.names();
-    ignore.extend(n.names());
+    let ignore = differing_names(Some(&b), Some(&n));
     (select(run, &b).unwrap(), select(run, &n).unwrap(), ignore)
 }
 
@@ -173,6 +174,11 @@ fn selections_are_checked() {
     let s = Selector::parse(" N_Threads = 2 , backend=LLAMACPP, flash_attn=auto, test=TG128").unwrap();
     assert_eq!(select(&run, &s).unwrap().entries.len(), 1);
     assert_eq!(select(&run, &Selector::parse("backend=llamacpp").unwrap()).unwrap().entries.len(), 2);
+    // Only what both sides select with different values is left out of the matching.
+    let (one, two) =
+        (Selector::parse("n_threads=1,backend=llamacpp").unwrap(), Selector::parse("n_threads=2").unwrap());
+    assert_eq!(differing_names(Some(&one), Some(&two)), ["n_threads"]);
+    assert!(differing_names(Some(&one), None).is_empty());
 }
 
 /// SplitMix64 and Box–Muller: standard normal draws from a seed.

@@ -804,7 +804,7 @@ fn comparisons(runs: &[Run], options: &Options) -> String {
     };
     let news: Vec<&Run> = if runs.len() >= 2 { runs[1..].iter().collect() } else { vec![&runs[0]] };
     let mut ignore = options.ignore.clone();
-    for name in options.base_rows.iter().chain(&options.new_rows).flat_map(Selector::names) {
+    for name in velollm_compare::differing_names(options.base_rows.as_ref(), options.new_rows.as_ref()) {
         if !ignore.contains(&name) {
             ignore.push(name);
         }
