@@ -188,9 +188,9 @@ impl MetricChange {
         let mut xs = Vec::new();
         let mut ys = Vec::new();
         for (value, round) in base.0.iter().zip(base.1) {
-            if let Some(i) = new.1.iter().position(|r| r == round) {
+            if let Some(other) = new.1.iter().position(|r| r == round).and_then(|i| new.0.get(i)) {
                 xs.push(*value);
-                ys.push(new.0[i]);
+                ys.push(*other);
             }
         }
         let (b, n) = (Moments::of(&xs).or(Moments::of(base.0))?, Moments::of(&ys).or(Moments::of(new.0))?);

@@ -29,7 +29,8 @@ impl Moments {
 
     /// The squared standard error of the mean, `s² / n`.
     fn variance_of_mean(&self) -> Option<f64> {
-        self.stddev.map(|s| s * s / self.n as f64)
+        // Moments built by hand may say anything: a spread needs two values.
+        self.stddev.filter(|_| self.n >= 2).map(|s| s * s / self.n as f64)
     }
 }
 
@@ -468,6 +469,16 @@ mod tests {
                         assert!(finite(p.t) && (0.0..=1.0).contains(&p.p_value), "{a:?} {b:?} {p:?}");
                         assert!(finite(p.change_percent) && finite(p.ci95_percent.0) && finite(p.ci95_percent.1));
                     }
+                }
+            }
+        }
+        // Moments built by hand that no sample list gives: no test, no panic.
+        for (n, stddev) in [(0, Some(1.0)), (1, Some(1.0)), (0, None), (2, Some(f64::NAN)), (3, Some(-1.0))] {
+            for mean in [f64::NAN, 0.0, 1.0, f64::INFINITY] {
+                let odd = Moments { n, mean, stddev };
+                let fine = Moments::of(&[1.0, 2.0, 3.0]).unwrap();
+                for w in [welch(&odd, &fine), welch(&fine, &odd), welch(&odd, &odd)].into_iter().flatten() {
+                    assert!(w.t.is_finite() && w.df.is_finite() && (0.0..=1.0).contains(&w.p_value), "{odd:?} {w:?}");
                 }
             }
         }
