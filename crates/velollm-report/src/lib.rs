@@ -119,8 +119,8 @@ pub fn render(runs: &[Run], options: &Options) -> String {
     let _ = write!(
         body,
         "<footer>Made by velollm report {}. Rates and statistics as docs/metrics.md defines them; error bars are ± one \
-         sample standard deviation; comparisons use Welch's t-test and Fieller's 95 % interval. This page loads nothing \
-         from the network.</footer>",
+         sample standard deviation; comparisons use Welch's t-test and Fieller's 95 % interval (rows of one interleaved \
+         run: a paired t-test on per-round log-ratios). This page loads nothing from the network.</footer>",
         env!("CARGO_PKG_VERSION")
     );
     html::page(&options.title, &header(runs, options), &body)
