@@ -132,3 +132,81 @@ fn bad_input_is_one_line() {
     assert_clean_failure(&out, "NEW");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_gate_threshold_must_be_above_zero() {
+    let dir = scratch("compare-threshold");
+    let (base, new) = runs(&dir, 60.0);
+    for bad in ["0", "0%", "NaN", "-0", "101", "inf"] {
+        let out = run(&["compare", arg(&base), arg(&new), "--fail-if-slower", bad]);
+        assert_clean_failure(&out, &format!("invalid --fail-if-slower '{bad}': a per cent above 0 and at most 100"));
+        assert_eq!(out.status.code(), Some(2));
+    }
+    let out = run(&["report", arg(&base), arg(&new), "--fail-if-slower", "0", "-o", arg(&dir.join("r.html"))]);
+    assert_clean_failure(&out, "invalid --fail-if-slower '0'");
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_row_with_a_non_positive_rate_is_invalid_with_one_warning() {
+    let dir = scratch("compare-invalid");
+    let (base, _) = runs(&dir, 60.0);
+    let mut rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    rows[1]["samples_ts"][2] = serde_json::json!(-4.0);
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, serde_json::to_string(&rows).unwrap()).unwrap();
+    let out = run(&["compare", arg(&base), arg(&bad), "--fail-if-slower", "5"]);
+    assert_eq!(out.status.code(), Some(1), "an invalid new row fails the gate: {}", stdout(&out));
+    let err = stderr(&out);
+    let warning = err.lines().find(|l| l.starts_with("warning:")).expect("a warning");
+    assert!(
+        warning.contains("bad.json: row 2 (tg128 · ") && warning.contains("tok/s of repetition 3 is -4.0"),
+        "{warning}"
+    );
+    assert!(stdout(&out).contains("invalid in new: tok/s of repetition 3"), "{}", stdout(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_interleaved_file_two_combinations_paired() {
+    let dir = scratch("compare-interleaved");
+    // Two combinations measured round by round through a machine that drifts ±15 %; 2 threads are 3 % faster.
+    let drift = [1.0, 0.85, 1.12, 0.9, 1.15, 0.95];
+    let mut rows = Vec::new();
+    for (slot, (threads, gain)) in [(1u32, 1.0), (2, 1.03)].into_iter().enumerate() {
+        let rates: Vec<f64> =
+            drift.iter().enumerate().map(|(i, d)| 60.0 * gain * d * (1.0 + 0.002 * ((i + slot) % 3) as f64)).collect();
+        let mut row = Row::tokens(0, 128, 0, token_samples_at(0, 128, &rates)).threads(threads).to_json();
+        row["interleaved"] = serde_json::json!({"run": "7f3a", "combinations": 2, "slot": slot});
+        rows.push(row);
+    }
+    let sweep = dir.join("sweep.json");
+    std::fs::write(&sweep, serde_json::to_string(&rows).unwrap()).unwrap();
+    let out = run(&["compare", arg(&sweep), "--base", "n_threads=1", "--new", "n_threads=2", "--fail-if-slower", "1"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("sweep.json [n_threads=1]") && text.contains("sweep.json [n_threads=2]"), "{text}");
+    let tg = text.lines().find(|l| l.starts_with("| tg128")).expect("a tg128 line");
+    assert!(tg.contains("paired (6 rounds)") && tg.contains("faster"), "{tg}");
+    assert!(text.contains("Paired: rows of interleaved run 7f3a are compared round by round"), "{text}");
+    assert!(text.contains("Holm's correction over 1 test"), "{text}");
+    // The other way round, 3 % slower by more than 1 %: the gate fails on the paired test.
+    let out = run(&["compare", arg(&sweep), "--base", "n_threads=2", "--new", "n_threads=1", "--fail-if-slower", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("paired"), "{}", stderr(&out));
+    // Usage errors: a selection that keeps nothing, one side only, the same rows on both sides.
+    let only = run(&["compare", arg(&sweep), "--base", "n_threads=1"]);
+    assert_clean_failure(&only, "one file and no NEW");
+    let nothing = run(&["compare", arg(&sweep), "--base", "n_threads=1", "--new", "n_threads=8"]);
+    assert_clean_failure(&nothing, "invalid --new: 'n_threads=8' selects no row");
+    let same = run(&["compare", arg(&sweep), "--base", "n_threads=1", "--new", "n_threads=1"]);
+    assert_clean_failure(&same, "--base and --new select the same rows");
+    // The report draws the same comparison.
+    let html = dir.join("r.html");
+    let out = run(&["report", arg(&sweep), "--base", "n_threads=1", "--new", "n_threads=2", "-o", arg(&html)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("data-method=\"paired\"") && page.contains("paired over 6 rounds"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,12 +1,17 @@
 //! `velollm compare BASE NEW [MORE…]`: every new run against the base, a table (or JSON) of what changed, and
-//! the `--fail-if-slower` exit status for CI gates. The reading, matching and statistics are velollm-compare's.
+//! the `--fail-if-slower` exit status for CI gates. `velollm compare SWEEP --base 'n_threads=1' --new
+//! 'n_threads=2'` takes both sides from one file (an interleaved sweep's rows are then compared round by round).
+//! The reading, matching and statistics are velollm-compare's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use velollm_compare::{compare, gate, ignorable, read_file, Comparison, Gate, MetricChange, Pair, Run, Status};
+use velollm_compare::{
+    compare, differing_names, gate, ignorable, parse_threshold, read_file, select, Comparison, Gate, Method,
+    MetricChange, Pair, Run, Selector, Status, GATE_ALPHA,
+};
 
 use crate::{show, UsageError};
 
@@ -23,14 +28,24 @@ pub enum CompareFormat {
 
 #[derive(Args)]
 pub struct CompareArgs {
-    /// The base run: velollm's .json or .jsonl, or llama-bench's `-o json` / `-o jsonl` output.
+    /// The base run: velollm's .json or .jsonl, or llama-bench's `-o json` / `-o jsonl` output. Alone, with
+    /// --base and --new, both sides come from it.
     #[arg(value_name = "BASE")]
-    pub base: PathBuf,
+    pub base_file: PathBuf,
     /// The run(s) to compare with the base, each against the base.
-    #[arg(value_name = "NEW", required = true, num_args = 1..)]
-    pub new: Vec<PathBuf>,
-    /// Exit with status 1 when a metric is slower than in the base by more than PCT per cent with 95 %
-    /// confidence (its whole confidence interval lies beyond PCT), or a test that ran in the base failed.
+    #[arg(value_name = "NEW", num_args = 0..)]
+    pub new_files: Vec<PathBuf>,
+    /// Only the base rows that ran with these settings (comma list of name=value: a parameter such as
+    /// n_threads=1, backend=…, model=…, test=…). With one file, the base side of a comparison within it.
+    #[arg(long = "base", value_name = "SEL")]
+    pub base_rows: Option<String>,
+    /// Only the new rows that ran with these settings (as --base). A name --base and --new give different
+    /// values is left out of the matching: `velollm compare sweep.json --base n_threads=1 --new n_threads=2`.
+    #[arg(long = "new", value_name = "SEL")]
+    pub new_rows: Option<String>,
+    /// Exit with status 1 when a metric is slower than in the base by more than PCT per cent (one-sided tests,
+    /// Holm's correction over every row and metric: noise alone fails the gate at most 2.5 % of the time), or
+    /// a test that ran in the base failed. PCT is above 0 and at most 100.
     #[arg(long, value_name = "PCT", allow_hyphen_values = true)]
     pub fail_if_slower: Option<String>,
     /// Leave out of the matching (comma list): model, backend, or a parameter such as n_threads, to compare
@@ -51,17 +66,43 @@ struct Answer<'a> {
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let threshold = args
-        .fail_if_slower
-        .as_deref()
-        .map(|text| match text.trim().trim_end_matches('%').parse::<f64>() {
-            Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
-            _ => Err(UsageError(format!("invalid --fail-if-slower '{text}': a per cent from 0 to 100"))),
-        })
-        .transpose()?;
-    let base = read_file(&args.base)?;
-    let news = args.new.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
-    let ignore: Vec<String> = args
+    let threshold = args.fail_if_slower.as_deref().map(parse_threshold).transpose().map_err(UsageError)?;
+    let selector = |text: &Option<String>, flag: &str| {
+        text.as_deref().map(Selector::parse).transpose().map_err(|e| UsageError(format!("invalid --{flag}: {e}")))
+    };
+    let (base_selector, new_selector) = (selector(&args.base_rows, "base")?, selector(&args.new_rows, "new")?);
+    let base_file = read_file(&args.base_file)?;
+    let mut new_files = args.new_files.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
+    if new_files.is_empty() {
+        if base_selector.is_none() || new_selector.is_none() {
+            return Err(UsageError(format!(
+                "one file and no NEW: give a second file, or say which of its rows are the base and which the new \
+                 (velollm compare {} --base 'n_threads=1' --new 'n_threads=2')",
+                args.base_file.display()
+            ))
+            .into());
+        }
+        new_files.push(base_file.clone());
+    }
+    let base = match &base_selector {
+        Some(s) => select(&base_file, s).map_err(|e| UsageError(format!("invalid --base: {e}")))?,
+        None => base_file,
+    };
+    let news = match &new_selector {
+        Some(s) => new_files
+            .iter()
+            .map(|run| select(run, s))
+            .collect::<Result<Vec<Run>, _>>()
+            .map_err(|e| UsageError(format!("invalid --new: {e}")))?,
+        None => new_files,
+    };
+    if news.len() == 1 && news[0].path == base.path {
+        let rows = |run: &Run| run.entries.iter().map(|e| e.row).collect::<Vec<_>>();
+        if rows(&news[0]) == rows(&base) {
+            return Err(UsageError("--base and --new select the same rows: nothing to compare".into()).into());
+        }
+    }
+    let mut ignore: Vec<String> = args
         .ignore
         .as_deref()
         .map(|list| list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
@@ -71,6 +112,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let known = ignorable(&all);
     if let Some(unknown) = ignore.iter().find(|i| !known.contains(i)) {
         return Err(UsageError(format!("invalid --ignore '{unknown}': the files record {}", known.join(", "))).into());
+    }
+    // The sides differ on purpose in what selected them.
+    for name in differing_names(base_selector.as_ref(), new_selector.as_ref()) {
+        if !ignore.contains(&name) {
+            ignore.push(name);
+        }
     }
 
     let comparisons: Vec<Comparison> = news.iter().map(|new| compare(&base, new, &ignore)).collect();
@@ -153,11 +200,16 @@ fn status_note(pair: &Pair) -> Option<String> {
         Status::Incomplete => Some(format!("incomplete in {which}")),
         Status::Ok => None,
     };
-    let notes: Vec<String> =
-        [side(pair.base_status, &pair.base_error, "base"), side(pair.new_status, &pair.new_error, "new")]
-            .into_iter()
-            .flatten()
-            .collect();
+    let invalid = |why: &Option<String>, which: &str| why.as_ref().map(|w| format!("invalid in {which}: {w}"));
+    let notes: Vec<String> = [
+        side(pair.base_status, &pair.base_error, "base"),
+        side(pair.new_status, &pair.new_error, "new"),
+        invalid(&pair.base_invalid, "base"),
+        invalid(&pair.new_invalid, "new"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     (!notes.is_empty()).then(|| notes.join("; "))
 }
 
@@ -227,7 +279,9 @@ fn render(c: &Comparison, base: &Run, new: &Run) -> String {
         }
         header.extend(varying.iter().map(|v| v.to_string()));
         let fixed = header.len();
-        header.extend(["metric", "base", "new", "change", "95 % CI", "p", "verdict"].iter().map(|s| s.to_string()));
+        header.extend(
+            ["metric", "base", "new", "change", "95 % CI", "p", "method", "verdict"].iter().map(|s| s.to_string()),
+        );
         let mut rows = vec![header];
         for pair in &c.pairs {
             let mut lead: Vec<String> = vec![pair.test.name.clone()];
@@ -242,7 +296,7 @@ fn render(c: &Comparison, base: &Run, new: &Run) -> String {
             let note = status_note(pair);
             if pair.metrics.is_empty() {
                 let mut row = lead.clone();
-                row.extend(["-", "-", "-", "-", "-", "-"].iter().map(|s| s.to_string()));
+                row.extend(["-", "-", "-", "-", "-", "-", "-"].iter().map(|s| s.to_string()));
                 row.push(note.clone().unwrap_or_else(|| "nothing to compare".into()));
                 rows.push(row.iter().map(|c| cell(c)).collect());
                 continue;
@@ -268,6 +322,10 @@ fn render(c: &Comparison, base: &Run, new: &Run) -> String {
                     format!("{:+.1} %", m.change_percent),
                     ci,
                     p_value(m.p_value),
+                    match m.method {
+                        Method::Paired => format!("paired ({} rounds)", m.log_ratios.map_or(m.base.n, |r| r.n)),
+                        Method::Welch => "Welch".into(),
+                    },
                     verdict,
                 ]);
                 rows.push(row.iter().map(|c| cell(c)).collect());
@@ -286,6 +344,20 @@ fn render(c: &Comparison, base: &Run, new: &Run) -> String {
             out.push_str(&format!("  row {}: {}{nearest}\n", u.row, u.label));
         }
     }
+    let paired: Vec<&str> = c.pairs.iter().filter_map(|p| p.interleaved_run.as_deref()).collect();
+    if let Some(run) = paired.first() {
+        out.push_str(&format!(
+            "\nPaired: rows of interleaved run {run} are compared round by round (t-test on the log-ratios of the \
+             repetitions measured in the same round; the change is that of the geometric mean), so drift between \
+             rounds does not count as a difference.\n"
+        ));
+    }
+    let mut notes: Vec<&str> = c.pairs.iter().filter_map(|p| p.method_note.as_deref()).collect();
+    notes.sort();
+    notes.dedup();
+    for note in notes {
+        out.push_str(&format!("{note}: drift between when the two were measured counts as a difference.\n"));
+    }
     let mut not_compared: Vec<&str> = c.pairs.iter().flat_map(|p| p.not_compared.iter().map(String::as_str)).collect();
     not_compared.sort();
     not_compared.dedup();
@@ -297,7 +369,7 @@ fn render(c: &Comparison, base: &Run, new: &Run) -> String {
     ignored.sort();
     ignored.dedup();
     if !ignored.is_empty() {
-        out.push_str(&format!("Different on purpose (--ignore): {}\n", ignored.join("; ")));
+        out.push_str(&format!("Different on purpose (--ignore, --base/--new): {}\n", ignored.join("; ")));
     }
     out
 }
@@ -311,8 +383,12 @@ fn render_gate(gate: &Gate) -> String {
         out
     } else {
         format!(
-            "\n✓ --fail-if-slower {} %: passed (no metric is slower by more than that with 95 % confidence)\n",
-            gate.fail_if_slower_percent
+            "\n✓ --fail-if-slower {} %: passed (no metric is slower by more than that: Holm's correction over {} \
+             test{}, family-wise error {} %)\n",
+            gate.fail_if_slower_percent,
+            gate.hypotheses,
+            if gate.hypotheses == 1 { "" } else { "s" },
+            GATE_ALPHA * 100.0
         )
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use velollm_compare::{read_file, Run};
+use velollm_compare::{read_file, select, Run, Selector};
 use velollm_report::{render, Options};
 
 use crate::{show, UsageError};
@@ -29,14 +29,34 @@ pub struct ReportArgs {
     /// Leave out of the comparison's matching (comma list): model, backend, or a parameter.
     #[arg(long, value_name = "LIST")]
     pub ignore: Option<String>,
+    /// The comparison's base rows by what they ran (name=value list, as `velollm compare --base`); with one
+    /// file and --new, two sides of that file.
+    #[arg(long = "base", value_name = "SEL")]
+    pub base_rows: Option<String>,
+    /// The comparison's new rows by what they ran (as `velollm compare --new`).
+    #[arg(long = "new", value_name = "SEL")]
+    pub new_rows: Option<String>,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     velollm_export::check_writable(&args.output).map_err(|e| UsageError(e.to_string()))?;
-    if let Some(pct) = args.fail_if_slower.filter(|p| !(0.0..=100.0).contains(p)) {
-        return Err(UsageError(format!("invalid --fail-if-slower {pct}: a per cent from 0 to 100")).into());
+    if let Some(pct) = args.fail_if_slower.filter(|p| !(*p > 0.0 && *p <= 100.0)) {
+        return Err(UsageError(format!("invalid --fail-if-slower '{pct}': a per cent above 0 and at most 100")).into());
     }
+    let selector = |text: &Option<String>, flag: &str| {
+        text.as_deref().map(Selector::parse).transpose().map_err(|e| UsageError(format!("invalid --{flag}: {e}")))
+    };
+    let (base_rows, new_rows) = (selector(&args.base_rows, "base")?, selector(&args.new_rows, "new")?);
     let runs = args.results.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
+    // Selections that keep nothing are usage errors here, before the page is written.
+    if let Some(s) = &base_rows {
+        select(&runs[0], s).map_err(|e| UsageError(format!("invalid --base: {e}")))?;
+    }
+    if let Some(s) = &new_rows {
+        for run in if runs.len() > 1 { &runs[1..] } else { &runs[..] } {
+            select(run, s).map_err(|e| UsageError(format!("invalid --new: {e}")))?;
+        }
+    }
     for run in &runs {
         for warning in &run.warnings {
             eprintln!("warning: {}: {warning}", run.path.display());
@@ -50,6 +70,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default(),
+        base_rows,
+        new_rows,
         ..Options::default()
     };
     let page = render(&runs, &options);

@@ -147,13 +147,46 @@ pub struct Entry {
     pub parameters: BTreeMap<String, String>,
     pub status: Status,
     pub error: Option<String>,
-    /// Raw per-iteration values of each metric the row has.
+    /// Raw per-iteration values of each metric the row has (empty when the row is [`Entry::invalid`]).
     pub samples: BTreeMap<Metric, Vec<f64>>,
+    /// For each value of `samples`, the repetition it came from (0-based position among the row's timed
+    /// repetitions): an interleaved run measured repetition `i` of every row in round `i`.
+    pub rounds: BTreeMap<Metric, Vec<usize>>,
+    /// Why the row's samples cannot be used (a value that is not a positive finite number, or values whose
+    /// mean overflows): such a row keeps its place and its label but has no samples, so it enters no statistic.
+    pub invalid: Option<String>,
+    /// The row belongs to an interleaved run (`velollm benchmark --interleave`).
+    pub interleaved: Option<Interleaved>,
     /// What else identifies the run (llama-bench's build commit and ggml backends, velollm's version).
     pub build: Option<String>,
     /// The row as read, for consumers that want all of it (the HTML report).
     #[serde(skip)]
     pub source: Value,
+}
+
+/// What an interleaved run writes in every row: `"interleaved": {"run": …, "combinations": n, "slot": k}`.
+/// Rows with the same `run` measured their `i`-th repetitions in the same round `i`, one combination after
+/// the other, so they can be compared round by round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interleaved {
+    pub run: String,
+    pub combinations: u64,
+    pub slot: u64,
+}
+
+impl Interleaved {
+    fn of(value: &Value) -> Option<Interleaved> {
+        let object = value.get("interleaved")?;
+        Some(Interleaved {
+            run: match object.get("run")? {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return None,
+            },
+            combinations: object.get("combinations").and_then(Value::as_u64).unwrap_or(0),
+            slot: object.get("slot").and_then(Value::as_u64)?,
+        })
+    }
 }
 
 impl Entry {
@@ -167,12 +200,22 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct Run {
     pub path: PathBuf,
+    /// The rows kept by a selection (`--base 'n_threads=1'`), in its own words; `None`: every row of the file.
+    pub selection: Option<String>,
     pub entries: Vec<Entry>,
     /// Problems that did not stop the reading (a cut last line of a JSON Lines file).
     pub warnings: Vec<String>,
 }
 
 impl Run {
+    /// The file, and the selection when only some of its rows are used: `sweep.json [n_threads=1]`.
+    pub fn name(&self) -> String {
+        match &self.selection {
+            Some(selection) => format!("{} [{selection}]", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
     /// The tools that wrote the file's rows, in words.
     pub fn tools(&self) -> &'static str {
         let velollm = self.entries.iter().any(|e| e.tool == Tool::Velollm);
@@ -224,7 +267,17 @@ pub fn read_str(text: &str) -> Result<Run, String> {
         .enumerate()
         .map(|(i, (number, value))| entry(value, i + 1).map_err(|e| format!("row {number}: {e}")))
         .collect::<Result<Vec<Entry>, String>>()?;
-    Ok(Run { path: PathBuf::new(), entries, warnings })
+    for (entry, (number, _)) in entries.iter().zip(&values) {
+        if let Some(why) = &entry.invalid {
+            warnings.push(format!(
+                "row {}{} ({}): {why}; the row is invalid and left out of every statistic",
+                entry.row,
+                if *number == entry.row { String::new() } else { format!(" (line {number})") },
+                entry.label()
+            ));
+        }
+    }
+    Ok(Run { path: PathBuf::new(), selection: None, entries, warnings })
 }
 
 fn entry(value: &Value, row: usize) -> Result<Entry, String> {
@@ -249,7 +302,7 @@ fn u64_at(value: &Value, pointer: &str) -> Option<u64> {
 }
 
 /// A parameter value in one spelling for both tools.
-fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String> {
+pub(crate) fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String> {
     let text = match value {
         Value::Null => return None,
         Value::Bool(b) => b.to_string(),
@@ -357,11 +410,9 @@ fn velollm_entry(value: &Value, row: usize) -> Entry {
         None if value.get("complete").and_then(Value::as_bool) == Some(false) => Status::Incomplete,
         None => Status::Ok,
     };
-    let mut samples: BTreeMap<Metric, Vec<f64>> = BTreeMap::new();
+    let mut samples = Samples::default();
     let iterations = value.get("samples").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-    let metric = |field: &str| -> Vec<f64> {
-        iterations.iter().filter_map(|s| s.pointer(&format!("/metrics/{field}")).and_then(Value::as_f64)).collect()
-    };
+    let metric = |field: &'static str| iterations.iter().map(move |s| s.pointer(&format!("/metrics/{field}")));
     if test.kind == "text" {
         for (m, field) in [
             (Metric::TokensPerSecond, "tokens_per_second"),
@@ -369,25 +420,16 @@ fn velollm_entry(value: &Value, row: usize) -> Entry {
             (Metric::PromptTokensPerSecond, "prompt_tokens_per_second"),
             (Metric::TotalMs, "total_ms"),
         ] {
-            let values = metric(field);
-            if !values.is_empty() {
-                samples.insert(m, values);
-            }
+            samples.add(m, metric(field), true);
         }
     } else {
         // llama-bench's figure: t/s of every repetition.
-        let mut values: Vec<f64> = value
-            .get("samples_ts")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        if values.is_empty() {
-            values = metric("tokens_per_second");
-        }
-        if !values.is_empty() {
-            samples.insert(Metric::TokensPerSecond, values);
+        match value.get("samples_ts").and_then(Value::as_array) {
+            Some(ts) if !ts.is_empty() => samples.add(Metric::TokensPerSecond, ts.iter().map(Some), false),
+            _ => samples.add(Metric::TokensPerSecond, metric("tokens_per_second"), true),
         }
     }
+    let Samples { values: samples, rounds, invalid } = samples.finish();
     let build =
         str_at(value, "/environment/velollm_version").map(|v| match str_at(value, "/environment/velollm_git_commit") {
             Some(commit) => format!("velollm {v} ({commit})"),
@@ -403,6 +445,9 @@ fn velollm_entry(value: &Value, row: usize) -> Entry {
         status,
         error: str_at(value, "/error").map(str::to_string),
         samples,
+        rounds,
+        invalid,
+        interleaved: Interleaved::of(value),
         build,
         source: value.clone(),
     }
@@ -455,18 +500,13 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
             }
         }
     }
-    let mut samples = BTreeMap::new();
-    let ts: Vec<f64> = value
-        .get("samples_ts")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    if !ts.is_empty() {
-        samples.insert(Metric::TokensPerSecond, ts);
-    } else if let Some(avg) = value.get("avg_ts").and_then(Value::as_f64) {
+    let mut samples = Samples::default();
+    match value.get("samples_ts").and_then(Value::as_array) {
+        Some(ts) if !ts.is_empty() => samples.add(Metric::TokensPerSecond, ts.iter().map(Some), false),
         // Without its samples only the mean is known: shown, but no test is possible.
-        samples.insert(Metric::TokensPerSecond, vec![avg]);
+        _ => samples.add(Metric::TokensPerSecond, [value.get("avg_ts")].into_iter(), true),
     }
+    let Samples { values: samples, rounds, invalid } = samples.finish();
     let build = str_at(value, "/build_commit").map(|commit| match str_at(value, "/backends") {
         Some(backends) => format!("llama-bench {commit} ({backends})"),
         None => format!("llama-bench {commit}"),
@@ -481,9 +521,70 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
         status: Status::Ok,
         error: None,
         samples,
+        rounds,
+        invalid,
+        interleaved: Interleaved::of(value),
         build,
         source: value.clone(),
     })
+}
+
+/// A row's samples as they are read, with the repetition of each value, and the first reason the row cannot
+/// be used.
+#[derive(Default)]
+struct Samples {
+    values: BTreeMap<Metric, Vec<f64>>,
+    rounds: BTreeMap<Metric, Vec<usize>>,
+    invalid: Option<String>,
+}
+
+impl Samples {
+    /// The values of one metric, one per repetition; an absent value (or `null` where `nullable`) is skipped,
+    /// anything else that is not a positive finite number makes the row invalid.
+    fn add<'a>(&mut self, metric: Metric, values: impl Iterator<Item = Option<&'a Value>>, nullable: bool) {
+        for (round, value) in values.enumerate() {
+            let number = match value {
+                None | Some(Value::Null) if nullable => continue,
+                Some(Value::Number(n)) => n.as_f64(),
+                _ => None,
+            };
+            match number {
+                Some(v) if v.is_finite() && v > 0.0 => {
+                    self.values.entry(metric).or_default().push(v);
+                    self.rounds.entry(metric).or_default().push(round);
+                }
+                _ => {
+                    let shown = value.map_or("absent".to_string(), Value::to_string);
+                    self.invalid.get_or_insert_with(|| {
+                        format!(
+                            "{} of repetition {} is {shown}, not a positive finite number",
+                            metric.label(),
+                            round + 1
+                        )
+                    });
+                }
+            }
+        }
+    }
+
+    /// The samples, or none with the reason when the row is invalid.
+    fn finish(mut self) -> Samples {
+        if self.invalid.is_none() {
+            for (metric, values) in &self.values {
+                let finite = crate::Moments::of(values)
+                    .is_some_and(|m| m.mean.is_finite() && m.stddev.unwrap_or(0.0).is_finite());
+                if !finite {
+                    self.invalid = Some(format!("{} values are too large to average", metric.label()));
+                    break;
+                }
+            }
+        }
+        if self.invalid.is_some() {
+            self.values.clear();
+            self.rounds.clear();
+        }
+        self
+    }
 }
 
 fn file_name(path: &str) -> String {

@@ -1,7 +1,9 @@
 //! Two independent samples compared: Welch's t-test (unequal variances, Welch–Satterthwaite degrees of
 //! freedom) for the verdict, and Fieller's interval for the ratio of the means, with the same degrees of
 //! freedom, for the 95 % confidence interval of the change in per cent. Because both use the same statistic,
-//! the interval excludes 0 % exactly when the test is significant at 5 %. docs/metrics.md states the formulas.
+//! the interval excludes 0 % exactly when the test is significant at 5 %. Two rows of one interleaved run are
+//! compared round by round instead: a paired t-test on the log-ratios of their repetitions ([`paired`]).
+//! docs/metrics.md states the formulas.
 
 use serde::Serialize;
 
@@ -20,11 +22,21 @@ impl Moments {
         velollm_core::Summary::of(values).map(|s| Moments { n: s.n, mean: s.mean, stddev: s.stddev })
     }
 
+    /// No spread at all: two or more values, all equal to within rounding (`s ≤ 10⁻¹²·|mean|`).
+    pub fn no_spread(&self) -> bool {
+        self.stddev.is_some_and(|s| s <= NO_SPREAD * self.mean.abs())
+    }
+
     /// The squared standard error of the mean, `s² / n`.
     fn variance_of_mean(&self) -> Option<f64> {
-        self.stddev.map(|s| s * s / self.n as f64)
+        // Moments built by hand may say anything: a spread needs two values.
+        self.stddev.filter(|_| self.n >= 2).map(|s| s * s / self.n as f64)
     }
 }
+
+/// A relative spread at or below this is rounding, not measurement: no test is possible (a sample standard
+/// deviation of 10⁻¹⁶ would otherwise make any difference "significant" with p ≈ 0).
+pub const NO_SPREAD: f64 = 1e-12;
 
 /// What Welch's test and Fieller's interval say about `new` against `base`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -40,24 +52,116 @@ pub struct Welch {
     pub ci95_percent: Option<(f64, f64)>,
 }
 
-/// Welch's test and Fieller's interval; `None` when either side has fewer than two samples.
+/// Welch's test and Fieller's interval; `None` when either side has fewer than two samples, when neither side
+/// has any spread (there is nothing to test with: the caller says whether the means differ), or when the
+/// values are so extreme that the statistic is not a finite number.
 pub fn welch(base: &Moments, new: &Moments) -> Option<Welch> {
     let (vb, vn) = (base.variance_of_mean()?, new.variance_of_mean()?);
     let (b, a) = (base.mean, new.mean);
     let se2 = vb + vn;
-    if se2 == 0.0 {
-        // No spread at all: the means differ or they do not.
-        let ratio = if b != 0.0 { Some(a / b) } else { None };
-        let p_value = if a == b { 1.0 } else { 0.0 };
-        let t = if a == b { 0.0 } else { f64::INFINITY.copysign(a - b) };
-        let ci = ratio.map(|r| ((r - 1.0) * 100.0, (r - 1.0) * 100.0));
-        return Some(Welch { t, df: (base.n + new.n - 2) as f64, p_value, ci95_percent: ci });
+    if (base.no_spread() && new.no_spread()) || se2 == 0.0 || !se2.is_finite() || !a.is_finite() || !b.is_finite() {
+        return None;
     }
     let t = (a - b) / se2.sqrt();
     let df = welch_satterthwaite(vb, base.n, vn, new.n);
+    if !t.is_finite() || !df.is_finite() || df <= 0.0 {
+        return None;
+    }
     let p_value = two_sided_p(t, df);
     let q = t_quantile_975(df);
-    Some(Welch { t, df, p_value, ci95_percent: fieller(a, vn, b, vb, q) })
+    let ci = fieller(a, vn, b, vb, q).filter(|(low, high)| low.is_finite() && high.is_finite());
+    Some(Welch { t, df, p_value, ci95_percent: ci })
+}
+
+/// The statistic for "the ratio of the means is `rho`": `T(ρ) = (ȳ − ρx̄) / √(v_y + ρ²v_x)`, with Welch's
+/// degrees of freedom (those of the test and of Fieller's interval, so the gate agrees with the interval).
+pub fn welch_ratio_t(base: &Moments, new: &Moments, rho: f64) -> Option<(f64, f64)> {
+    let test = welch(base, new)?;
+    let (vb, vn) = (base.variance_of_mean()?, new.variance_of_mean()?);
+    let t = (new.mean - rho * base.mean) / (vn + rho * rho * vb).sqrt();
+    t.is_finite().then_some((t, test.df))
+}
+
+/// A paired comparison: repetition `i` of the base and of the new row were measured in the same round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Paired {
+    /// Rounds compared (pairs).
+    pub n: usize,
+    /// Mean `d̄` of the log-ratios `dᵢ = ln(newᵢ / baseᵢ)`.
+    pub mean_log_ratio: f64,
+    /// Their sample standard deviation `s_d` (n − 1).
+    pub sd_log_ratio: f64,
+    /// `d̄ / (s_d / √n)`.
+    pub t: f64,
+    /// `n − 1`.
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+    /// `(exp(d̄) − 1) · 100`: the change of the geometric mean, in per cent.
+    pub change_percent: f64,
+    /// `(exp(d̄ ∓ q·s_d/√n) − 1) · 100` with `q = t₀.₉₇₅,ₙ₋₁`.
+    pub ci95_percent: (f64, f64),
+}
+
+/// The log-ratios `ln(newᵢ / baseᵢ)` of paired values, and their mean and sample standard deviation; `None`
+/// with fewer than two pairs, a value that is not positive and finite, or a non-finite result.
+pub fn log_ratio_moments(base: &[f64], new: &[f64]) -> Option<(usize, f64, f64)> {
+    if base.len() != new.len() || base.len() < 2 {
+        return None;
+    }
+    let valid = |v: &f64| v.is_finite() && *v > 0.0;
+    if !base.iter().chain(new).all(valid) {
+        return None;
+    }
+    let d: Vec<f64> = base.iter().zip(new).map(|(b, a)| a.ln() - b.ln()).collect();
+    let n = d.len();
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    (mean.is_finite() && sd.is_finite()).then_some((n, mean, sd))
+}
+
+/// The paired t-test on log-ratios; `None` where [`log_ratio_moments`] is, when every round has the same
+/// log-ratio to within rounding (`s_d ≤ 10⁻¹²`: nothing to test with), or when the change is too extreme to be a finite number.
+pub fn paired(base: &[f64], new: &[f64]) -> Option<Paired> {
+    let (n, mean, sd) = log_ratio_moments(base, new)?;
+    if sd <= NO_SPREAD {
+        return None;
+    }
+    let se = sd / (n as f64).sqrt();
+    let t = mean / se;
+    let df = (n - 1) as f64;
+    if !t.is_finite() {
+        return None;
+    }
+    let q = t_quantile_975(df);
+    let percent = |x: f64| x.exp_m1() * 100.0;
+    let (change, low, high) = (percent(mean), percent(mean - q * se), percent(mean + q * se));
+    if !(change.is_finite() && low.is_finite() && high.is_finite()) {
+        return None;
+    }
+    Some(Paired {
+        n,
+        mean_log_ratio: mean,
+        sd_log_ratio: sd,
+        t,
+        df,
+        p_value: two_sided_p(t, df),
+        change_percent: change,
+        ci95_percent: (low, high),
+    })
+}
+
+/// `P(T_ν ≤ t)` for Student's t with `df` degrees of freedom.
+pub fn student_cdf(t: f64, df: f64) -> f64 {
+    if t.is_nan() {
+        return f64::NAN;
+    }
+    let tail = two_sided_p(t, df) / 2.0;
+    if t < 0.0 {
+        tail
+    } else {
+        1.0 - tail
+    }
 }
 
 /// `(v₁ + v₂)² / (v₁²/(n₁ − 1) + v₂²/(n₂ − 1))` for squared standard errors `vᵢ` of samples of size `nᵢ`.
@@ -262,12 +366,127 @@ mod tests {
         let one = Moments::of(&[5.0]).unwrap();
         let two = Moments::of(&[5.0, 6.0]).unwrap();
         assert!(welch(&one, &two).is_none(), "a single sample has no spread to test with");
+        // No spread on either side: there is nothing to test with (the caller says whether the means differ).
         let flat = Moments::of(&[5.0, 5.0]).unwrap();
-        let w = welch(&flat, &flat).unwrap();
-        assert_eq!((w.p_value, w.ci95_percent), (1.0, Some((0.0, 0.0))));
+        assert!(welch(&flat, &flat).is_none());
         let higher = Moments::of(&[6.0, 6.0]).unwrap();
-        let w = welch(&flat, &higher).unwrap();
-        assert_eq!(w.p_value, 0.0);
-        assert!(close(w.ci95_percent.unwrap().0, 20.0, 1e-12));
+        assert!(welch(&flat, &higher).is_none());
+        // Spread on one side only: Welch's test still works, with that side's n − 1 degrees of freedom.
+        let spread = Moments::of(&[5.8, 6.0, 6.2]).unwrap();
+        let w = welch(&flat, &spread).unwrap();
+        assert!(close(w.df, 2.0, 1e-12), "{}", w.df);
+        assert!(close(w.t, 1.0 / (0.04f64 / 3.0).sqrt(), 1e-9));
+        assert!(w.p_value > 0.0 && w.p_value < 0.05, "{}", w.p_value);
+        let (low, high) = w.ci95_percent.unwrap();
+        assert!(low > 0.0 && low < 20.0 && high > 20.0, "{low} … {high}");
+        let w = welch(&spread, &flat).unwrap();
+        assert!(close(w.df, 2.0, 1e-12) && w.t < 0.0);
+    }
+
+    #[test]
+    fn paired_by_hand() {
+        // Log-ratios ln 1.1, ln 1.2, ln 1.0: d̄ = ln(1.32)/3, the geometric mean's change is 1.32^(1/3) − 1.
+        let base = [10.0, 10.0, 20.0];
+        let new = [11.0, 12.0, 20.0];
+        let p = paired(&base, &new).unwrap();
+        let d = [1.1f64.ln(), 1.2f64.ln(), 0.0];
+        let mean = d.iter().sum::<f64>() / 3.0;
+        let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!(close(p.mean_log_ratio, mean, 1e-15) && close(p.sd_log_ratio, sd, 1e-15));
+        assert!(close(p.t, mean / (sd / 3f64.sqrt()), 1e-12));
+        assert_eq!(p.df, 2.0);
+        assert!(close(p.change_percent, (1.32f64.powf(1.0 / 3.0) - 1.0) * 100.0, 1e-10));
+        let half = t_quantile_975(2.0) * sd / 3f64.sqrt();
+        assert!(close(p.ci95_percent.0, ((mean - half).exp() - 1.0) * 100.0, 1e-9));
+        assert!(close(p.ci95_percent.1, ((mean + half).exp() - 1.0) * 100.0, 1e-9));
+        assert!(close(p.p_value, two_sided_p(p.t, 2.0), 0.0));
+        // The interval excludes 0 % exactly when p < 0.05.
+        for k in 0..60 {
+            let new: Vec<f64> =
+                base.iter().enumerate().map(|(i, b)| b * (1.0 + 0.002 * k as f64 + 0.01 * i as f64)).collect();
+            let p = paired(&base, &new).unwrap();
+            assert_eq!(p.ci95_percent.0 > 0.0 || p.ci95_percent.1 < 0.0, p.p_value < 0.05, "{p:?}");
+        }
+        // The same ratio in every round: no spread, no test.
+        assert!(paired(&base, &[20.0, 20.0, 40.0]).is_none());
+        assert!(paired(&[1.0], &[2.0]).is_none());
+        assert!(paired(&[1.0, 2.0], &[2.0]).is_none());
+    }
+
+    #[test]
+    fn student_cdf_is_symmetric() {
+        for df in [1.0, 2.5, 9.0, 1e4] {
+            for t in [-40.0, -2.0, -0.3, 0.0, 0.3, 2.0, 40.0] {
+                assert!(close(student_cdf(t, df) + student_cdf(-t, df), 1.0, 1e-12), "df {df} t {t}");
+            }
+            assert!(close(student_cdf(-t_quantile_975(df), df), 0.025, 1e-9));
+        }
+        assert_eq!(student_cdf(f64::NEG_INFINITY, 3.0), 0.0);
+        assert_eq!(student_cdf(f64::INFINITY, 3.0), 1.0);
+    }
+
+    /// Every hostile value on either side: no panic, and every number that comes out is finite.
+    #[test]
+    fn hostile_values_never_panic_nor_leak_non_finite_numbers() {
+        let hostile = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -1.0,
+            1e308,
+            -1e308,
+            1e-308,
+            f64::MIN_POSITIVE / 4.0,
+            f64::MAX,
+            1.0,
+        ];
+        let mut lists: Vec<Vec<f64>> = vec![vec![], vec![1.0], vec![1.0, 1.0], vec![1.0, 2.0, 3.0]];
+        for &h in &hostile {
+            lists.push(vec![h]);
+            lists.push(vec![h, h]);
+            lists.push(vec![h, 1.0, 2.0]);
+            lists.push(vec![h, 1e308, 1e308]);
+            lists.push(vec![h, 1e-308, 2e-308]);
+        }
+        let finite = |x: f64| x.is_finite();
+        for a in &lists {
+            for b in &lists {
+                if let (Some(ma), Some(mb)) = (Moments::of(a), Moments::of(b)) {
+                    if let Some(w) = welch(&ma, &mb) {
+                        assert!(finite(w.t) && finite(w.df) && (0.0..=1.0).contains(&w.p_value), "{a:?} {b:?} {w:?}");
+                        if let Some((low, high)) = w.ci95_percent {
+                            assert!(finite(low) && finite(high), "{a:?} {b:?}");
+                        }
+                    }
+                    if let Some((t, df)) = welch_ratio_t(&ma, &mb, 0.95) {
+                        assert!(finite(t) && finite(df));
+                    }
+                }
+                if a.len() == b.len() {
+                    if let Some(p) = paired(a, b) {
+                        assert!(finite(p.t) && (0.0..=1.0).contains(&p.p_value), "{a:?} {b:?} {p:?}");
+                        assert!(finite(p.change_percent) && finite(p.ci95_percent.0) && finite(p.ci95_percent.1));
+                    }
+                }
+            }
+        }
+        // Moments built by hand that no sample list gives: no test, no panic.
+        for (n, stddev) in [(0, Some(1.0)), (1, Some(1.0)), (0, None), (2, Some(f64::NAN)), (3, Some(-1.0))] {
+            for mean in [f64::NAN, 0.0, 1.0, f64::INFINITY] {
+                let odd = Moments { n, mean, stddev };
+                let fine = Moments::of(&[1.0, 2.0, 3.0]).unwrap();
+                for w in [welch(&odd, &fine), welch(&fine, &odd), welch(&odd, &odd)].into_iter().flatten() {
+                    assert!(w.t.is_finite() && w.df.is_finite() && (0.0..=1.0).contains(&w.p_value), "{odd:?} {w:?}");
+                }
+            }
+        }
+        for df in [0.5, 1.0, 1e-3, 1e9] {
+            for t in hostile {
+                let p = two_sided_p(t, df);
+                assert!(p.is_nan() == t.is_nan(), "t {t} df {df}: {p}");
+            }
+        }
     }
 }

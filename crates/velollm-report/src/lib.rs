@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde_json::Value;
-use velollm_compare::{compare, Comparison, Entry, Metric, Run, Status, Verdict};
+use velollm_compare::{compare, select, Comparison, Entry, Method, Metric, Run, Selector, Status, Verdict};
 
 use html::escape;
 use svg::{
@@ -38,11 +38,23 @@ pub struct Options {
     pub ignore: Vec<String>,
     /// The most per-token latency cards (text tests first).
     pub max_latency_charts: usize,
+    /// The comparison's sides by what their rows ran (`--base 'n_threads=1' --new 'n_threads=2'`): the base
+    /// file's rows that `base_rows` keeps against each new file's rows that `new_rows` keeps; with one file
+    /// and both, two sides of that file (an interleaved sweep's are compared round by round).
+    pub base_rows: Option<Selector>,
+    pub new_rows: Option<Selector>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { title: "velollm report".into(), fail_if_slower: None, ignore: Vec::new(), max_latency_charts: 12 }
+        Options {
+            title: "velollm report".into(),
+            fail_if_slower: None,
+            ignore: Vec::new(),
+            max_latency_charts: 12,
+            base_rows: None,
+            new_rows: None,
+        }
     }
 }
 
@@ -80,7 +92,15 @@ impl Item<'_> {
 }
 
 fn file_label(run: &Run) -> String {
-    run.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| run.path.display().to_string())
+    let file = run
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| run.path.display().to_string());
+    match &run.selection {
+        Some(selection) => format!("{file} [{selection}]"),
+        None => file,
+    }
 }
 
 /// The page for `runs` (the first is the base of any comparison).
@@ -89,7 +109,7 @@ pub fn render(runs: &[Run], options: &Options) -> String {
         runs.iter().enumerate().flat_map(|(run, r)| r.entries.iter().map(move |entry| Item { run, entry })).collect();
     let mut body = String::new();
     body.push_str(&tiles(&items, runs));
-    if runs.len() >= 2 {
+    if runs.len() >= 2 || (options.base_rows.is_some() && options.new_rows.is_some()) {
         body.push_str(&comparisons(runs, options));
     }
     body.push_str(&sweeps(&items, runs));
@@ -100,8 +120,8 @@ pub fn render(runs: &[Run], options: &Options) -> String {
     let _ = write!(
         body,
         "<footer>Made by velollm report {}. Rates and statistics as docs/metrics.md defines them; error bars are ± one \
-         sample standard deviation; comparisons use Welch's t-test and Fieller's 95 % interval. This page loads nothing \
-         from the network.</footer>",
+         sample standard deviation; comparisons use Welch's t-test and Fieller's 95 % interval (rows of one interleaved \
+         run: a paired t-test on per-round log-ratios). This page loads nothing from the network.</footer>",
         env!("CARGO_PKG_VERSION")
     );
     html::page(&options.title, &header(runs, options), &body)
@@ -843,16 +863,42 @@ fn latency_card(color: &'static str, item: &Item, gaps: &[Vec<f64>], dims: &Dims
 }
 
 fn comparisons(runs: &[Run], options: &Options) -> String {
-    let base = &runs[0];
     let mut out = String::from(
         "<section id=\"compare\"><h2>What changed</h2><p class=\"note\">Every row of a new file matched to the base row \
          that ran the same test (same test, model, backend and parameters). Each line is one metric: the diamond is the \
          change of the mean, the whiskers its 95 % confidence interval (Fieller); green and red are significant at 5 % \
-         (Welch's t-test), grey is not. Right of zero is a higher value: better for rates, worse for times.</p>",
+         (Welch's t-test), grey is not. Rows of one interleaved run are compared round by round instead (paired t-test \
+         on the log-ratios; the change of the geometric mean and its t interval), which drift between rounds cannot \
+         fool. Right of zero is a higher value: better for rates, worse for times.</p>",
     );
-    for new in &runs[1..] {
-        let c = compare(base, new, &options.ignore);
-        out.push_str(&comparison_card(&c, base, new, options));
+    let pick = |run: &Run, selector: &Option<Selector>| match selector {
+        Some(s) => select(run, s),
+        None => Ok(run.clone()),
+    };
+    let news: Vec<&Run> = if runs.len() >= 2 { runs[1..].iter().collect() } else { vec![&runs[0]] };
+    let mut ignore = options.ignore.clone();
+    for name in velollm_compare::differing_names(options.base_rows.as_ref(), options.new_rows.as_ref()) {
+        if !ignore.contains(&name) {
+            ignore.push(name);
+        }
+    }
+    let base = match pick(&runs[0], &options.base_rows) {
+        Ok(base) => base,
+        Err(e) => {
+            let _ = write!(out, "<p class=\"error\">--base: {}</p></section>", escape(&e));
+            return out;
+        }
+    };
+    for new in news {
+        match pick(new, &options.new_rows) {
+            Ok(new) => {
+                let c = compare(&base, &new, &ignore);
+                out.push_str(&comparison_card(&c, &base, &new, options));
+            }
+            Err(e) => {
+                let _ = write!(out, "<p class=\"error\">--new: {}</p>", escape(&e));
+            }
+        }
     }
     out.push_str("</section>");
     out
@@ -886,6 +932,12 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
         let who = parts.join(" · ");
         if pair.metrics.is_empty() {
             let (detail, why) = match (pair.base_status, pair.new_status) {
+                _ if pair.new_invalid.is_some() => {
+                    ("invalid in new", format!("invalid in new: {}", pair.new_invalid.as_deref().unwrap_or("?")))
+                }
+                _ if pair.base_invalid.is_some() => {
+                    ("invalid in base", format!("invalid in base: {}", pair.base_invalid.as_deref().unwrap_or("?")))
+                }
                 (Status::Failed, Status::Failed) => {
                     ("failed in both", format!("failed in both: {}", pair.new_error.as_deref().unwrap_or("?")))
                 }
@@ -915,6 +967,8 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
                 Verdict::Slower => "slower",
                 Verdict::NoChange => "no_change",
                 Verdict::TooFewSamples => "too_few_samples",
+                Verdict::DiffersZeroVariance => "differs_zero_variance",
+                Verdict::NotComparable => "not_comparable",
             };
             let ci = match (m.ci95_low_percent, m.ci95_high_percent) {
                 (Some(a), Some(b)) => format!("95 % CI {a:+.1} … {b:+.1} %"),
@@ -925,18 +979,27 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
                 detail: format!(
                     "{:+.1} % {}",
                     m.change_percent,
-                    if verdict == "no_change" { "" } else { m.verdict.word() }
+                    match m.verdict {
+                        Verdict::NoChange => "",
+                        Verdict::DiffersZeroVariance => "differs (no spread, no test)",
+                        other => other.word(),
+                    }
                 ),
                 change: m.change_percent,
                 interval: m.ci95_low_percent.zip(m.ci95_high_percent),
                 verdict: verdict.into(),
                 tooltip: format!(
-                    "{who} · {}: {} → {} ({:+.1} %, {ci}, p = {})",
+                    "{who} · {}: {} → {} ({:+.1} %, {ci}, p = {}, {}) — {}",
                     m.label,
                     svg::short(m.base.mean),
                     svg::short(m.new.mean),
                     m.change_percent,
-                    m.p_value.map_or("-".into(), |p| format!("{p:.3}"))
+                    m.p_value.map_or("-".into(), |p| format!("{p:.3}")),
+                    match m.method {
+                        Method::Paired => format!("paired over {} rounds", m.log_ratios.map_or(m.base.n, |r| r.n)),
+                        Method::Welch => "Welch".to_string(),
+                    },
+                    m.verdict.word()
                 ),
             });
         }
@@ -962,6 +1025,24 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
         let _ = write!(out, "<span><b class=\"{class}\">{n}</b> {}</span>", escape(word));
     }
     out.push_str("</div>");
+    let mut runs: Vec<&str> = c.pairs.iter().filter_map(|p| p.interleaved_run.as_deref()).collect();
+    runs.dedup();
+    if !runs.is_empty() {
+        let paired = c.pairs.iter().filter(|p| p.interleaved_run.is_some()).count();
+        let _ = write!(
+            out,
+            "<p class=\"note\" data-method=\"paired\">{paired} of {} pairs come from one interleaved run ({}) and are compared \
+             round by round (paired t-test on log-ratios); the others with Welch's test.</p>",
+            c.pairs.len(),
+            escape(&runs.join(", "))
+        );
+    }
+    let mut notes: Vec<&str> = c.pairs.iter().filter_map(|p| p.method_note.as_deref()).collect();
+    notes.sort();
+    notes.dedup();
+    for note in notes {
+        let _ = write!(out, "<p class=\"note\" data-method=\"welch\">{}</p>", escape(note));
+    }
     if !rows.is_empty() {
         let forest = Forest {
             label: format!("changes from {} to {}", file_label(base), file_label(new)),
@@ -1060,4 +1141,100 @@ fn tables(items: &[Item], runs: &[Run]) -> String {
     }
     out.push_str("</section>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn one_interleaved_file_compares_two_combinations_round_by_round() {
+        let drift = [1.0, 0.85, 1.12, 0.9, 1.15, 0.95];
+        let mut rows = Vec::new();
+        for (slot, (threads, gain)) in [(1u32, 1.0), (2, 1.03)].into_iter().enumerate() {
+            let rates: Vec<f64> = drift
+                .iter()
+                .enumerate()
+                .map(|(i, d)| 60.0 * gain * d * (1.0 + 0.002 * ((i + slot) % 3) as f64))
+                .collect();
+            let mut row = Row::tokens(0, 128, 0, token_samples_at(0, 128, &rates)).threads(threads).to_json();
+            row["interleaved"] = json!({"run": "r-9", "combinations": 2, "slot": slot});
+            rows.push(row);
+        }
+        let mut run = read_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+        run.path = "sweep.json".into();
+        let options = Options {
+            base_rows: Some(Selector::parse("n_threads=1").unwrap()),
+            new_rows: Some(Selector::parse("n_threads=2").unwrap()),
+            fail_if_slower: Some(1.0),
+            ..Options::default()
+        };
+        let page = render(std::slice::from_ref(&run), &options);
+        assert!(page.contains("sweep.json [n_threads=1] → sweep.json [n_threads=2]"), "{page}");
+        assert!(page.contains("data-method=\"paired\"") && page.contains("interleaved run (r-9)"));
+        assert!(page.contains("paired over 6 rounds") && page.contains("data-verdict=\"faster\""));
+        // Without the selections a single file has no comparison.
+        assert!(!render(std::slice::from_ref(&run), &Options::default()).contains("id=\"compare\""));
+        // A selection that keeps nothing is said on the page.
+        let none = Options { new_rows: Some(Selector::parse("n_threads=8").unwrap()), ..options };
+        assert!(render(&[run], &none).contains("--new: &#39;n_threads=8&#39; selects no row"));
+    }
+    use velollm_compare::read_str;
+    use velollm_fixtures::{text_samples_at, token_samples_at, Row};
+
+    /// Rows with `samples_ts` (and the per-iteration rates) replaced by `values`, threads 1 and 2.
+    fn hostile_run(values: &[Value]) -> Run {
+        let mut rows = Vec::new();
+        for threads in [1, 2] {
+            let mut row =
+                Row::tokens(0, 128, 0, token_samples_at(0, 128, &[60.0, 61.0, 59.0])).threads(threads).to_json();
+            row["samples_ts"] = Value::Array(values.to_vec());
+            rows.push(row);
+            let mut text =
+                Row::text("short", "Hi", 20, text_samples_at(&[50.0, 51.0, 52.0], 20, 30.0)).threads(threads).to_json();
+            for (i, v) in values.iter().take(3).enumerate() {
+                text["samples"][i]["metrics"]["tokens_per_second"] = v.clone();
+                text["samples"][i]["metrics"]["ttft_ms"] = v.clone();
+            }
+            rows.push(text);
+        }
+        read_str(&serde_json::to_string(&rows).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_page_of_hostile_values_renders_without_panicking_or_non_finite_coordinates() {
+        let lists: Vec<Vec<Value>> = vec![
+            vec![],
+            vec![json!(60.0)],
+            vec![json!(60.0), json!(60.0), json!(60.0)],
+            vec![json!(0.0), json!(1.0), json!(2.0)],
+            vec![json!(-5.0), json!(1.0), json!(2.0)],
+            vec![json!(null), json!(1.0), json!(2.0)],
+            vec![json!(1e308), json!(1e308), json!(1e308)],
+            vec![json!(f64::MAX), json!(1.0), json!(1.0)],
+            vec![json!(1e308), json!(1.0), json!(2.0)],
+            vec![json!(1e-308), json!(2e-308), json!(3e-308)],
+            vec![json!(5e-324), json!(5e-324), json!(1e-323)],
+            vec![json!(59.0), json!(60.0), json!(61.0)],
+        ];
+        let runs: Vec<Run> = lists.iter().map(|l| hostile_run(l)).collect();
+        for a in &runs {
+            for b in &runs {
+                for threshold in [None, Some(5.0), Some(100.0)] {
+                    let options = Options { fail_if_slower: threshold, ..Options::default() };
+                    let page = render(&[a.clone(), b.clone()], &options);
+                    assert!(page.contains("</html>"));
+                    for bad in ["NaN", "=\"inf", "=\"-inf", ",inf", " inf"] {
+                        assert!(
+                            !page.contains(bad),
+                            "{bad} in a page of {:?} and {:?}",
+                            a.entries[0].samples,
+                            b.entries[0].samples
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -18,8 +18,38 @@ const AXIS: &str = "#8c959f";
 const GRID: &str = "#eaeef2";
 const TEXT: &str = "#57606a";
 
-/// Round tick values covering `[low, high]`, about `target` of them (steps of 1, 2 or 5 × 10ⁿ).
+/// Round tick values covering `[low, high]`, about `target` of them (steps of 1, 2 or 5 × 10ⁿ). Always at least
+/// two finite, increasing ticks: a range that cannot be divided into round steps (NaN, ±∞, a width that
+/// overflows or vanishes at the ends of f64's range) gets two ticks spanning its finite part.
 pub fn nice_ticks(low: f64, high: f64, target: usize) -> Vec<f64> {
+    let ticks = round_ticks(low, high, target);
+    let usable = ticks.len() >= 2
+        && ticks.iter().all(|t| t.is_finite())
+        && ticks.windows(2).all(|w| w[0] < w[1])
+        && ticks[1] - ticks[0] > 0.0;
+    if usable {
+        return ticks;
+    }
+    let finite = |v: f64| if v.is_finite() { Some(v) } else { None };
+    let (low, high) = match (finite(low), finite(high)) {
+        (Some(l), Some(h)) if h > l => (l, h),
+        (Some(v), _) | (None, Some(v)) => (v, v),
+        (None, None) => (0.0, 1.0),
+    };
+    if high > low {
+        return vec![low, high];
+    }
+    // One value: from zero to it (or from it to zero), or 0 … 1 at zero.
+    if low > 0.0 {
+        vec![0.0, low]
+    } else if low < 0.0 {
+        vec![low, 0.0]
+    } else {
+        vec![0.0, 1.0]
+    }
+}
+
+fn round_ticks(low: f64, high: f64, target: usize) -> Vec<f64> {
     let (low, high) = if high > low { (low, high) } else { (low - 1.0, low + 1.0) };
     // The 1-2-5 step nearest the raw step (on a log scale: thresholds √2, √10, √50).
     let raw = (high - low) / target.max(1) as f64;
@@ -123,7 +153,10 @@ fn open_svg_wide(out: &mut String, width: f64, height: f64, attrs: &[(&str, Stri
 
 /// A y axis from the ticks, with grid lines and the axis title; returns the value → pixel mapping's range.
 fn y_axis(out: &mut String, frame: &Frame, ticks: &[f64], title: &str) -> (f64, f64) {
-    let (low, high) = (ticks[0], *ticks.last().unwrap());
+    let (low, high) = match (ticks.first(), ticks.last()) {
+        (Some(&low), Some(&high)) if high > low => (low, high),
+        _ => (0.0, 1.0),
+    };
     let step = if ticks.len() > 1 { ticks[1] - ticks[0] } else { 1.0 };
     let y = |v: f64| frame.top + frame.plot_height() * (1.0 - (v - low) / (high - low));
     for &t in ticks {
@@ -193,7 +226,7 @@ impl LineChart {
         let frame = Frame { height: 300.0, left: 58.0, right: 18.0, top: 14.0, bottom: 46.0 };
         let top =
             self.series.iter().flat_map(|s| s.points.iter().map(|p| p.y + p.err.unwrap_or(0.0))).fold(0.0f64, f64::max);
-        let ticks = nice_ticks(0.0, if top > 0.0 { top * 1.05 } else { 1.0 }, 5);
+        let ticks = nice_ticks(0.0, if top > 0.0 { (top * 1.05).min(f64::MAX) } else { 1.0 }, 5);
         let mut out = String::new();
         open_svg(&mut out, frame.height, &self.attrs, &self.label);
         let (low, high) = y_axis(&mut out, &frame, &ticks, &self.y_title);
@@ -228,7 +261,8 @@ impl LineChart {
             escape(&self.x_title)
         );
         for series in &self.series {
-            let mut points: Vec<&Point> = series.points.iter().collect();
+            // A value that is not a finite number has no place on the chart.
+            let mut points: Vec<&Point> = series.points.iter().filter(|p| p.y.is_finite()).collect();
             points.sort_by_key(|p| p.x);
             if points.len() > 1 {
                 let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", x(p.x), y(p.y))).collect();
@@ -313,7 +347,7 @@ impl BarChart {
     pub fn render(&self) -> String {
         let frame = Frame { height: 280.0, left: 58.0, right: 18.0, top: 14.0, bottom: 40.0 };
         let top = self.bars.iter().map(|b| b.value + b.err.unwrap_or(0.0)).fold(0.0f64, f64::max);
-        let ticks = nice_ticks(0.0, if top > 0.0 { top * 1.05 } else { 1.0 }, 5);
+        let ticks = nice_ticks(0.0, if top > 0.0 { (top * 1.05).min(f64::MAX) } else { 1.0 }, 5);
         let mut out = String::new();
         open_svg(&mut out, frame.height, &self.attrs, &self.label);
         let (low, high) = y_axis(&mut out, &frame, &ticks, &self.y_title);
@@ -322,7 +356,7 @@ impl BarChart {
         let groups = self.groups.len().max(1);
         let band = frame.plot_width() / groups as f64;
         for (g, name) in self.groups.iter().enumerate() {
-            let members: Vec<&Bar> = self.bars.iter().filter(|b| b.group == g).collect();
+            let members: Vec<&Bar> = self.bars.iter().filter(|b| b.group == g && b.value.is_finite()).collect();
             // Bars at most 90 units wide, so one group does not become two slabs.
             let inner = (band * 0.72).min(90.0 * members.len() as f64);
             let width = inner / members.len().max(1) as f64;
@@ -410,7 +444,11 @@ impl Histogram {
         let base = frame.top + frame.plot_height();
         let slots = self.counts.len() + usize::from(self.overflow > 0);
         let width = frame.plot_width() / slots.max(1) as f64;
-        let (first, last) = (self.edges[0], *self.edges.last().unwrap());
+        let (first, last) = match (self.edges.first(), self.edges.last()) {
+            (Some(&first), Some(&last)) if last > first => (first, last),
+            (Some(&first), _) => (first, first + 1.0),
+            _ => (0.0, 1.0),
+        };
         let x_of = |v: f64| frame.left + (v - first) / (last - first) * width * self.counts.len() as f64;
         for (i, &count) in self.counts.iter().enumerate() {
             let bx = frame.left + width * i as f64;
@@ -422,10 +460,10 @@ impl Histogram {
                 (width - 1.0).max(0.5),
                 base - by,
                 self.color,
-                self.edges[i],
-                self.edges[i + 1],
-                short(self.edges[i]),
-                short(self.edges[i + 1]),
+                self.edges.get(i).copied().unwrap_or(first),
+                self.edges.get(i + 1).copied().unwrap_or(last),
+                short(self.edges.get(i).copied().unwrap_or(first)),
+                short(self.edges.get(i + 1).copied().unwrap_or(last)),
             );
         }
         if self.overflow > 0 {
@@ -491,7 +529,7 @@ impl Band {
     pub fn render(&self) -> String {
         let frame = Frame { height: 220.0, left: 46.0, right: 14.0, top: 22.0, bottom: 40.0 };
         let top = self.values.iter().map(|v| v.2).fold(0.0f64, f64::max);
-        let ticks = nice_ticks(0.0, if top > 0.0 { top * 1.05 } else { 1.0 }, 4);
+        let ticks = nice_ticks(0.0, if top > 0.0 { (top * 1.05).min(f64::MAX) } else { 1.0 }, 4);
         let mut out = String::new();
         open_svg(&mut out, frame.height, &self.attrs, &self.label);
         let (low, high) = y_axis(&mut out, &frame, &ticks, &self.y_title);
@@ -575,7 +613,7 @@ impl Forest {
             .min(200.0)
             * 1.1;
         let ticks = nice_ticks(-extent, extent, 8);
-        let (low, high) = (ticks[0], *ticks.last().unwrap());
+        let (low, high) = (ticks[0], ticks[ticks.len() - 1]);
         let x = |v: f64| left + (v.clamp(low, high) - low) / (high - low) * plot;
         let mut out = String::new();
         open_svg_wide(&mut out, FOREST_WIDTH, height, &self.attrs, &self.label);
@@ -696,5 +734,141 @@ mod tests {
         assert_eq!(nice_ticks(-12.0, 12.0, 6), [-15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 15.0]);
         assert_eq!(tick_label(0.25, 0.05), "0.25");
         assert_eq!(tick_label(20000.0, 5000.0), "20k");
+    }
+
+    const HOSTILE: [f64; 14] = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -0.0,
+        -1.0,
+        1e308,
+        -1e308,
+        f64::MAX,
+        1e-308,
+        5e-324,
+        1.0,
+        63.0,
+        -12.0,
+    ];
+
+    #[test]
+    fn ticks_of_any_range_are_at_least_two_finite_increasing_values() {
+        for low in HOSTILE {
+            for high in HOSTILE {
+                for target in [0, 1, 5, 8] {
+                    let ticks = nice_ticks(low, high, target);
+                    assert!(ticks.len() >= 2, "{low} {high}: {ticks:?}");
+                    assert!(ticks.iter().all(|t| t.is_finite()), "{low} {high}: {ticks:?}");
+                    assert!(ticks.windows(2).all(|w| w[0] < w[1]), "{low} {high}: {ticks:?}");
+                    let _ = tick_label(ticks[0], ticks[1] - ticks[0]);
+                }
+            }
+        }
+        assert_eq!(nice_ticks(f64::NAN, f64::NAN, 5), [0.0, 1.0]);
+        assert_eq!(nice_ticks(0.0, f64::INFINITY, 5), [0.0, 1.0]);
+    }
+
+    #[test]
+    fn every_chart_draws_hostile_values_without_panicking() {
+        for &v in &HOSTILE {
+            for &e in &HOSTILE {
+                let point = |x: usize| Point { x, y: v, err: Some(e), tooltip: "t".into(), incomplete: x == 1 };
+                let line = LineChart {
+                    label: "l".into(),
+                    x_title: "x".into(),
+                    y_title: "y".into(),
+                    categories: vec!["1".into(), "2".into()],
+                    series: vec![Series {
+                        label: "s".into(),
+                        color: PALETTE[0],
+                        dash: None,
+                        points: vec![point(0), point(1)],
+                    }],
+                    failed: vec![FailedMark { x: 1, color: PALETTE[1], tooltip: "f".into() }],
+                    attrs: vec![],
+                }
+                .render();
+                assert!(line.ends_with("</svg>"));
+                let bars = BarChart {
+                    label: "b".into(),
+                    y_title: "y".into(),
+                    groups: vec!["g".into()],
+                    bars: vec![Bar {
+                        group: 0,
+                        label: "m".into(),
+                        color: PALETTE[0],
+                        value: v,
+                        err: Some(e),
+                        tooltip: "t".into(),
+                    }],
+                    attrs: vec![],
+                }
+                .render();
+                assert!(bars.ends_with("</svg>"));
+                let histogram = Histogram {
+                    label: "h".into(),
+                    x_title: "x".into(),
+                    edges: vec![v, e],
+                    counts: vec![3],
+                    overflow: 1,
+                    markers: vec![Marker { label: "p50".into(), value: v }],
+                    color: PALETTE[0],
+                    attrs: vec![],
+                }
+                .render();
+                assert!(histogram.ends_with("</svg>"));
+                let band = Band {
+                    label: "b".into(),
+                    x_title: "x".into(),
+                    y_title: "y".into(),
+                    values: vec![(v, e, v), (e, v, e)],
+                    color: PALETTE[0],
+                    attrs: vec![],
+                }
+                .render();
+                assert!(band.ends_with("</svg>"));
+                let forest = Forest {
+                    label: "f".into(),
+                    rows: vec![Change {
+                        label: "r".into(),
+                        detail: "d".into(),
+                        change: v,
+                        interval: Some((v, e)),
+                        verdict: "faster".into(),
+                        tooltip: "t".into(),
+                    }],
+                    threshold: Some(e.abs()),
+                    attrs: vec![],
+                }
+                .render();
+                assert!(forest.ends_with("</svg>"));
+            }
+        }
+        // Empty charts too.
+        let empty = Histogram {
+            label: "h".into(),
+            x_title: "x".into(),
+            edges: vec![],
+            counts: vec![],
+            overflow: 0,
+            markers: vec![],
+            color: PALETTE[0],
+            attrs: vec![],
+        };
+        assert!(empty.render().ends_with("</svg>"));
+        let forest = Forest { label: "f".into(), rows: vec![], threshold: None, attrs: vec![] };
+        assert!(forest.render().ends_with("</svg>"));
+        let line = LineChart {
+            label: "l".into(),
+            x_title: "x".into(),
+            y_title: "y".into(),
+            categories: vec![],
+            series: vec![],
+            failed: vec![],
+            attrs: vec![],
+        };
+        assert!(line.render().ends_with("</svg>"));
     }
 }
