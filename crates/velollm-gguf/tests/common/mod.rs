@@ -101,3 +101,32 @@ pub fn small_valid() -> Vec<u8> {
         .data(32, 32 + 36)
         .build()
 }
+
+/// Files that make a reader allocate the most per byte of input, to hold it to its bound.
+/// `count` distinct keys with one-byte values: a table entry for every 15–19 bytes of file.
+pub fn many_keys(count: usize) -> Vec<u8> {
+    let mut raw = RawGguf::new(0, count as u64);
+    for index in 0..count {
+        raw.key(&format!("{index:x}"), U8).u8(1);
+    }
+    raw.build()
+}
+
+/// `count` empty tensors (a zero dimension: no data, all at offset 0): a tensor info for every 33–37 bytes.
+pub fn many_empty_tensors(count: usize) -> Vec<u8> {
+    let mut raw = RawGguf::new(count as u64, 0);
+    for index in 0..count {
+        raw.tensor(&format!("{index:x}"), &[0], F32, 0);
+    }
+    raw.data(32, 0).build()
+}
+
+/// One array of `count` u8 items: kept, each one-byte item becomes a whole `MetadataValue`.
+pub fn long_u8_array(count: usize) -> Vec<u8> {
+    let mut raw = RawGguf::new(0, 1);
+    raw.key("bytes", ARRAY).u32(U8).u64(count as u64);
+    for index in 0..count {
+        raw.u8(index as u8);
+    }
+    raw.build()
+}
