@@ -466,15 +466,15 @@ impl<S: Source> HeaderReader<'_, S> {
                     HeaderProblem::MisplacedTensor { name: tensor.name, offset: tensor.offset, expected: next_offset };
                 return Err(self.invalid(offset_at, problem));
             }
-            data_bytes = tensor.offset + bytes;
-            // The next tensor starts at the next aligned offset.
-            next_offset = match data_bytes.checked_next_multiple_of(alignment) {
-                Some(next) => next,
+            // The data ends here; the next tensor starts at the next aligned offset.
+            let end = tensor.offset.checked_add(bytes);
+            match end.and_then(|end| Some((end, end.checked_next_multiple_of(alignment)?))) {
+                Some((end, next)) => (data_bytes, next_offset) = (end, next),
                 None => {
                     let offset_at = self.pos - 8;
                     return Err(self.invalid(offset_at, HeaderProblem::SizeOverflow { name: tensor.name }));
                 }
-            };
+            }
             tensors.push(tensor);
         }
         Ok((tensors, data_bytes))

@@ -207,3 +207,12 @@ fn a_file_without_tensors_needs_no_padding() {
     assert_eq!(file.data_offset, bytes.len() as u64);
     assert_eq!(file.architecture(), Some("llama"));
 }
+
+#[test]
+fn offsets_past_two_to_the_64_are_refused_not_wrapped() {
+    // A first tensor of 2^63 bytes puts the second at 2^63; a second of 2^63 bytes would end at 2^64, which
+    // wraps to 0 in unchecked arithmetic and would make the file look long enough.
+    let half = 1u64 << 63;
+    let bytes = RawGguf::new(2, 0).tensor("a", &[half >> 3], F64, 0).tensor("b", &[half >> 3], F64, half).build();
+    assert_eq!(problem(&bytes).0, HeaderProblem::SizeOverflow { name: "b".into() });
+}
