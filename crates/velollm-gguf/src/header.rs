@@ -232,8 +232,8 @@ fn parse<S: Source>(source: S, path: &Path, file_bytes: u64, options: ReadOption
     Ok(GgufFile { path: path.to_path_buf(), version, file_bytes, metadata, tensors, data_offset })
 }
 
-/// `general.alignment`: absent (32), or a u32 power of two. llama.cpp refuses any other type and asserts on
-/// zero; candle divides by it.
+/// `general.alignment`: absent (32), or a u32 power of two, as llama.cpp requires. candle takes other integer
+/// types and divides by the value, so a 0 panicked it.
 fn alignment(metadata: &BTreeMap<String, MetadataValue>) -> Result<u64, HeaderProblem> {
     match metadata.get(ALIGNMENT_KEY) {
         None => Ok(DEFAULT_ALIGNMENT),
