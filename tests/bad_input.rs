@@ -74,6 +74,32 @@ fn truncated_gguf_in_tensor_data_and_in_header() {
 }
 
 #[test]
+fn crafted_gguf_of_nested_arrays_is_refused_before_any_engine() {
+    // Issue 18: 1.2 MB of arrays inside arrays (12 bytes a level) once overflowed the stack of velollm's own
+    // header reader, an abort without a message. The reader refuses the first nested level, in one line naming
+    // the key, while the model is identified, before a backend loads the file.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // key/values
+    bytes.extend_from_slice(&6u64.to_le_bytes());
+    bytes.extend_from_slice(b"nested");
+    bytes.extend_from_slice(&9u32.to_le_bytes()); // an array …
+    for _ in 0..100_000 {
+        bytes.extend_from_slice(&9u32.to_le_bytes()); // … of arrays …
+        bytes.extend_from_slice(&1u64.to_le_bytes()); // … of one item
+    }
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // u8
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.push(7);
+    let dir = scratch("nested-src");
+    let path = dir.join("nested.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    check_rejected("nested", &["-m", path.to_str().unwrap()], "\"nested\" is an array of arrays");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn output_directory_missing() {
     let out = run(&["benchmark", "-m", &smollm2(), "-o", "/nonexistent/velollm/out.json"]);
     assert_clean_failure(&out, "does not exist");

@@ -11,8 +11,8 @@ impl GgmlType {
     pub const Q8_0: GgmlType = GgmlType(8);
     pub const Q6_K: GgmlType = GgmlType(14);
 
-    /// `(name, elements per block, bytes per block)` for the types ggml defines; `None` for ids this
-    /// reader does not know (their extent cannot be checked).
+    /// `(name, elements per block, bytes per block)` for the types the linked ggml defines (ids it has removed,
+    /// such as 4, 5 and 31–33, have no layout there either); `None` for ids this reader does not know.
     fn layout(self) -> Option<(&'static str, u64, u64)> {
         let layout = match self.0 {
             0 => ("F32", 1, 4),
@@ -47,6 +47,9 @@ impl GgmlType {
             34 => ("TQ1_0", 256, 54),
             35 => ("TQ2_0", 256, 66),
             39 => ("MXFP4", 32, 17),
+            40 => ("NVFP4", 64, 36),
+            41 => ("Q1_0", 128, 18),
+            42 => ("Q2_0", 64, 18),
             _ => return None,
         };
         Some(layout)
@@ -66,10 +69,10 @@ impl GgmlType {
         self.layout().map(|(_, elements, bytes)| (elements, bytes))
     }
 
-    /// Bytes taken by a tensor of `elements` elements, if the type is known.
+    /// Bytes taken by a tensor of `elements` elements, if the type is known and the size fits in a `u64`.
     pub fn storage_bytes(self, elements: u64) -> Option<u64> {
         let (_, block_elements, block_bytes) = self.layout()?;
-        Some(elements.div_ceil(block_elements) * block_bytes)
+        elements.div_ceil(block_elements).checked_mul(block_bytes)
     }
 
     /// Whether this is a quantized (block) type rather than a plain float or integer type.
@@ -90,6 +93,8 @@ mod tests {
         assert_eq!(GgmlType(12).storage_bytes(257), Some(288));
         assert_eq!(GgmlType(0).storage_bytes(10), Some(40));
         assert_eq!(GgmlType(999).storage_bytes(10), None);
+        // A size beyond u64 is no size.
+        assert_eq!(GgmlType(28).storage_bytes(u64::MAX / 4), None);
         assert_eq!(GgmlType(999).name(), "type999");
         assert!(GgmlType(14).is_quantized());
         assert!(!GgmlType(1).is_quantized());

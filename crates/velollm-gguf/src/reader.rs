@@ -1,17 +1,11 @@
-//! Parsing of the GGUF header (format versions 2 and 3).
+//! The parsed header of a GGUF file: metadata, tensor infos, and what velollm reads from them.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::header::{self, HeaderProblem};
 use crate::GgmlType;
-
-const GGUF_MAGIC: &[u8; 4] = b"GGUF";
-const DEFAULT_ALIGNMENT: u64 = 32;
-/// No real metadata string or array comes near this; a larger length means the header is corrupt, and
-/// refusing it keeps a damaged file from making us allocate gigabytes.
-const MAX_REASONABLE_LENGTH: u64 = 1 << 30;
 
 /// Why a file could not be read as a GGUF model.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +20,9 @@ pub enum GgufError {
     NotGguf { path: PathBuf, found: String },
     #[error("unsupported GGUF version {version} in {path} (supported: 2, 3)")]
     UnsupportedVersion { path: PathBuf, version: u32 },
-    #[error("corrupt GGUF header in {path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    /// The header breaks a rule of the format (docs/gguf.md); `at` is the byte offset where it was found.
+    #[error("invalid GGUF file {path}: {problem} (header byte {at})")]
+    Invalid { path: PathBuf, at: u64, problem: HeaderProblem },
     #[error("truncated GGUF file {path}: its header ends past the end of the file ({actual} bytes)")]
     TruncatedHeader { path: PathBuf, actual: u64 },
     #[error("truncated GGUF file {path}: its tensors need {expected} bytes but the file has {actual}")]
@@ -90,6 +85,25 @@ impl MetadataValue {
         }
     }
 
+    /// The GGUF name of the value's type (`u32`, `string`, `array`, …).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            MetadataValue::U8(_) => "u8",
+            MetadataValue::I8(_) => "i8",
+            MetadataValue::U16(_) => "u16",
+            MetadataValue::I16(_) => "i16",
+            MetadataValue::U32(_) => "u32",
+            MetadataValue::I32(_) => "i32",
+            MetadataValue::U64(_) => "u64",
+            MetadataValue::I64(_) => "i64",
+            MetadataValue::F32(_) => "f32",
+            MetadataValue::F64(_) => "f64",
+            MetadataValue::Bool(_) => "bool",
+            MetadataValue::String(_) => "string",
+            MetadataValue::Array { .. } => "array",
+        }
+    }
+
     /// Array items, when the array was kept.
     pub fn as_array(&self) -> Option<&[MetadataValue]> {
         match self {
@@ -110,8 +124,10 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// The number of elements. The reader refuses shapes whose count overflows; for a `TensorInfo` built by
+    /// hand such a count saturates.
     pub fn element_count(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).unwrap_or(u64::MAX)
     }
 }
 
@@ -136,90 +152,24 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
-    /// Reads and checks the header of `path`: magic, version, metadata, tensor infos, and that the file is
-    /// long enough to hold every tensor the header declares.
+    /// Reads and checks the header of `path`: magic, version, metadata, tensor infos (docs/gguf.md lists the
+    /// rules), and that the file is long enough to hold every tensor the header declares.
     pub fn read(path: &Path, options: ReadOptions) -> Result<GgufFile, GgufError> {
-        let io_err = |source: io::Error| GgufError::Io { path: path.to_path_buf(), source };
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(GgufError::NotFound(path.to_path_buf())),
-            Err(e) => return Err(io_err(e)),
+            Err(source) => return Err(GgufError::Io { path: path.to_path_buf(), source }),
         };
         if meta.is_dir() {
             return Err(GgufError::IsDirectory(path.to_path_buf()));
         }
-        let file_bytes = meta.len();
-        let file = File::open(path).map_err(io_err)?;
-        let mut reader = HeaderReader {
-            inner: BufReader::with_capacity(1 << 20, file),
-            pos: 0,
-            path,
-            file_bytes,
-            keep_arrays: options.keep_arrays,
-        };
-
-        let mut magic = [0u8; 4];
-        reader.read_exact_or_corrupt(&mut magic, "magic")?;
-        if &magic != GGUF_MAGIC {
-            return Err(GgufError::NotGguf {
-                path: path.to_path_buf(),
-                found: String::from_utf8_lossy(&magic).into_owned(),
-            });
-        }
-        let version = reader.u32()?;
-        if !(2..=3).contains(&version) {
-            return Err(GgufError::UnsupportedVersion { path: path.to_path_buf(), version });
-        }
-        let tensor_count = reader.length("tensor count")?;
-        let kv_count = reader.length("metadata count")?;
-
-        let mut metadata = BTreeMap::new();
-        for _ in 0..kv_count {
-            let key = reader.string()?;
-            let value_type = reader.u32()?;
-            let value = reader.value(value_type)?;
-            metadata.insert(key, value);
-        }
-
-        let mut tensors = Vec::with_capacity(tensor_count.min(1 << 16) as usize);
-        for _ in 0..tensor_count {
-            let name = reader.string()?;
-            let n_dims = reader.u32()?;
-            if n_dims > 8 {
-                return Err(reader.corrupt(format!("tensor {name} claims {n_dims} dimensions")));
-            }
-            let dims = (0..n_dims).map(|_| reader.u64()).collect::<Result<Vec<_>, _>>()?;
-            let ggml_type = GgmlType(reader.u32()?);
-            let offset = reader.u64()?;
-            tensors.push(TensorInfo { name, dims, ggml_type, offset });
-        }
-
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(MetadataValue::as_u64)
-            .filter(|a| *a > 0)
-            .unwrap_or(DEFAULT_ALIGNMENT);
-        let header_end = reader.pos;
-        let data_offset = header_end.div_ceil(alignment) * alignment;
-
-        let file = GgufFile { path: path.to_path_buf(), version, file_bytes, metadata, tensors, data_offset };
-        let expected = file.required_bytes();
-        if expected > file_bytes {
-            return Err(GgufError::Truncated { path: path.to_path_buf(), expected, actual: file_bytes });
-        }
-        Ok(file)
+        header::read_file(path, meta.len(), options)
     }
 
-    /// The smallest file size that holds every tensor whose type this reader knows.
-    fn required_bytes(&self) -> u64 {
-        self.tensors
-            .iter()
-            .map(|t| {
-                let bytes = t.ggml_type.storage_bytes(t.element_count()).unwrap_or(0);
-                self.data_offset.saturating_add(t.offset).saturating_add(bytes)
-            })
-            .max()
-            .unwrap_or(self.data_offset)
+    /// Reads and checks a whole file held in memory, as [`GgufFile::read`] does a file on disk; `label` names it
+    /// in messages and becomes [`GgufFile::path`].
+    pub fn from_bytes(label: &Path, bytes: &[u8], options: ReadOptions) -> Result<GgufFile, GgufError> {
+        header::read_bytes(label, bytes, options)
     }
 
     pub fn get(&self, key: &str) -> Option<&MetadataValue> {
@@ -248,7 +198,7 @@ impl GgufFile {
 
     /// Exact parameter count: the number of elements of all tensors.
     pub fn parameter_count(&self) -> u64 {
-        self.tensors.iter().map(TensorInfo::element_count).sum()
+        self.tensors.iter().map(TensorInfo::element_count).fold(0, u64::saturating_add)
     }
 
     /// The quantization as llama.cpp names it (`Q4_K_M`, …), from `general.file_type`; without that key,
@@ -315,141 +265,6 @@ fn file_type_name(file_type: u64) -> Option<&'static str> {
         38 => "MXFP4_MOE",
         _ => return None,
     })
-}
-
-/// Reads the header sequentially through a large buffer. The position is tracked here rather than asked of
-/// the file: `stream_position` and `seek` on a `BufReader` are system calls that also throw the buffer away,
-/// which made skipping a 49k-token vocabulary take seconds.
-struct HeaderReader<'a> {
-    inner: BufReader<File>,
-    pos: u64,
-    path: &'a Path,
-    file_bytes: u64,
-    keep_arrays: bool,
-}
-
-impl HeaderReader<'_> {
-    fn corrupt(&self, reason: String) -> GgufError {
-        GgufError::Corrupt { path: self.path.to_path_buf(), reason }
-    }
-
-    fn read_exact_or_corrupt(&mut self, buf: &mut [u8], what: &str) -> Result<(), GgufError> {
-        self.pos += buf.len() as u64;
-        self.inner.read_exact(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                if what == "magic" {
-                    GgufError::NotGguf { path: self.path.to_path_buf(), found: "(file shorter than 4 bytes)".into() }
-                } else {
-                    GgufError::TruncatedHeader { path: self.path.to_path_buf(), actual: self.file_bytes }
-                }
-            } else {
-                GgufError::Io { path: self.path.to_path_buf(), source: e }
-            }
-        })
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
-        let mut buf = [0u8; N];
-        self.read_exact_or_corrupt(&mut buf, "header")?;
-        Ok(buf)
-    }
-
-    fn u32(&mut self) -> Result<u32, GgufError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64, GgufError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-
-    /// A count or length, rejected when no real file could hold it. A length that merely runs past the end
-    /// of this file is a truncation, found when the reading gets there.
-    fn length(&mut self, what: &str) -> Result<u64, GgufError> {
-        let len = self.u64()?;
-        if len > MAX_REASONABLE_LENGTH {
-            return Err(self.corrupt(format!("{what} {len} is implausibly large")));
-        }
-        Ok(len)
-    }
-
-    fn string(&mut self) -> Result<String, GgufError> {
-        let len = self.length("string length")?;
-        if self.pos.saturating_add(len) > self.file_bytes {
-            return Err(GgufError::TruncatedHeader { path: self.path.to_path_buf(), actual: self.file_bytes });
-        }
-        let mut buf = vec![0u8; len as usize];
-        self.read_exact_or_corrupt(&mut buf, "string")?;
-        // Vocabularies hold arbitrary byte pieces; keep them lossily rather than reject the file.
-        Ok(String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
-    }
-
-    fn skip(&mut self, bytes: u64) -> Result<(), GgufError> {
-        if self.pos.saturating_add(bytes) > self.file_bytes {
-            return Err(GgufError::TruncatedHeader { path: self.path.to_path_buf(), actual: self.file_bytes });
-        }
-        // Within the buffer this only moves the cursor; beyond it, one seek.
-        self.inner
-            .seek_relative(bytes as i64)
-            .map_err(|e| GgufError::Io { path: self.path.to_path_buf(), source: e })?;
-        self.pos += bytes;
-        Ok(())
-    }
-
-    fn value(&mut self, value_type: u32) -> Result<MetadataValue, GgufError> {
-        Ok(match value_type {
-            0 => MetadataValue::U8(u8::from_le_bytes(self.array()?)),
-            1 => MetadataValue::I8(i8::from_le_bytes(self.array()?)),
-            2 => MetadataValue::U16(u16::from_le_bytes(self.array()?)),
-            3 => MetadataValue::I16(i16::from_le_bytes(self.array()?)),
-            4 => MetadataValue::U32(self.u32()?),
-            5 => MetadataValue::I32(i32::from_le_bytes(self.array()?)),
-            6 => MetadataValue::F32(f32::from_le_bytes(self.array()?)),
-            7 => MetadataValue::Bool(u8::from_le_bytes(self.array()?) != 0),
-            8 => MetadataValue::String(self.string()?),
-            9 => {
-                let item_type = self.u32()?;
-                let len = self.length("array length")?;
-                if self.keep_arrays {
-                    let items = (0..len).map(|_| self.value(item_type)).collect::<Result<Vec<_>, _>>()?;
-                    MetadataValue::Array { len, items: Some(items) }
-                } else {
-                    self.skip_values(item_type, len)?;
-                    MetadataValue::Array { len, items: None }
-                }
-            }
-            10 => MetadataValue::U64(self.u64()?),
-            11 => MetadataValue::I64(i64::from_le_bytes(self.array()?)),
-            12 => MetadataValue::F64(f64::from_le_bytes(self.array()?)),
-            other => return Err(self.corrupt(format!("unknown metadata value type {other}"))),
-        })
-    }
-
-    fn skip_values(&mut self, item_type: u32, len: u64) -> Result<(), GgufError> {
-        let fixed_size = match item_type {
-            0 | 1 | 7 => Some(1),
-            2 | 3 => Some(2),
-            4..=6 => Some(4),
-            10..=12 => Some(8),
-            _ => None,
-        };
-        match fixed_size {
-            Some(size) => self.skip(len * size),
-            None => {
-                for _ in 0..len {
-                    match item_type {
-                        8 => {
-                            let str_len = self.length("string length")?;
-                            self.skip(str_len)?;
-                        }
-                        _ => {
-                            self.value(item_type)?;
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
+use crate::header::ALIGNMENT_KEY;
 use crate::{GgmlType, MetadataValue, TensorInfo};
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
@@ -66,6 +67,9 @@ impl GgufWriter {
             return Err(WriteError::Invalid(format!("metadata key {key} given twice")));
         }
         check_value(&value).map_err(|reason| WriteError::Invalid(format!("metadata {key}: {reason}")))?;
+        if key == ALIGNMENT_KEY && value != MetadataValue::U32(ALIGNMENT as u32) {
+            return Err(WriteError::Invalid(format!("metadata {key}: this writer aligns tensor data to {ALIGNMENT}")));
+        }
         self.keys.insert(key.to_string());
         self.metadata.push((key.to_string(), value));
         Ok(())
@@ -390,7 +394,8 @@ fn type_id(value: &MetadataValue) -> u32 {
     }
 }
 
-/// Arrays must carry their items (the reader may have skipped them), as many as they claim, of one type.
+/// Arrays must carry their items (the reader may have skipped them), as many as they claim, of one scalar type:
+/// llama.cpp (and this crate's reader) refuse arrays of arrays.
 fn check_value(value: &MetadataValue) -> Result<(), String> {
     let MetadataValue::Array { len, items } = value else {
         return Ok(());
@@ -407,7 +412,10 @@ fn check_value(value: &MetadataValue) -> Result<(), String> {
             return Err(format!("an array mixes value types {first_type} and {}", type_id(other)));
         }
     }
-    items.iter().try_for_each(check_value)
+    if items.iter().any(|item| matches!(item, MetadataValue::Array { .. })) {
+        return Err("an array of arrays cannot be read back".into());
+    }
+    Ok(())
 }
 
 fn put_string(buf: &mut Vec<u8>, s: &str) {
@@ -482,8 +490,6 @@ mod tests {
         w.add_metadata("a.strings", MetadataValue::Array { len: 2, items: Some(strings) }).unwrap();
         let ints = vec![MetadataValue::I32(1), MetadataValue::I32(5)];
         w.add_metadata("a.ints", MetadataValue::Array { len: 2, items: Some(ints) }).unwrap();
-        let nested = vec![MetadataValue::Array { len: 1, items: Some(vec![MetadataValue::F32(2.5)]) }];
-        w.add_metadata("a.nested", MetadataValue::Array { len: 1, items: Some(nested) }).unwrap();
         w.add_metadata("a.empty", MetadataValue::Array { len: 0, items: Some(vec![]) }).unwrap();
         w.add_tensor("token_embd.weight", &[64, 10], GgmlType::Q4_0).unwrap();
         w.add_tensor("norm.weight", &[7], GgmlType::F32).unwrap();
@@ -561,6 +567,11 @@ mod tests {
         assert!(err(w.add_metadata("mixed", MetadataValue::Array { len: 2, items: Some(mixed) })).contains("mixes"));
         let short = vec![MetadataValue::U8(1)];
         assert!(err(w.add_metadata("short", MetadataValue::Array { len: 2, items: Some(short) })).contains("claims"));
+        let nested = vec![MetadataValue::Array { len: 1, items: Some(vec![MetadataValue::F32(2.5)]) }];
+        let nested = MetadataValue::Array { len: 1, items: Some(nested) };
+        assert!(err(w.add_metadata("nested", nested)).contains("array of arrays"));
+        assert!(err(w.add_metadata("general.alignment", MetadataValue::U32(64))).contains("aligns"));
+        w.add_metadata("general.alignment", MetadataValue::U32(32)).unwrap();
         assert!(err(w.add_tensor("q", &[48, 2], GgmlType::Q4_0)).contains("whole Q4_0 blocks"));
         assert!(err(w.add_tensor("q", &[32, 0], GgmlType::Q4_0)).contains("zero dimension"));
         assert!(err(w.add_tensor("q", &[1, 1, 1, 1, 1], GgmlType::F32)).contains("dimensions"));
