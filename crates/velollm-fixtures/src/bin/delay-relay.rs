@@ -24,6 +24,11 @@ struct Counts {
     /// Bursts of data per direction; server→client bursts are the round trips.
     bursts: [u64; 2],
     bytes: [u64; 2],
+    /// Chunks forwarded per direction, and the sum of how long each was held in the relay (arrival to the
+    /// moment its write began): the one-way delay actually added, which a loaded machine stretches beyond the
+    /// one asked for (a late wake-up).
+    chunks: [u64; 2],
+    held_ns: [u128; 2],
     connections: u64,
 }
 
@@ -71,9 +76,22 @@ fn parse() -> Result<Options, String> {
 
 fn write_stats(path: &Option<std::path::PathBuf>, counts: &Counts) {
     let Some(path) = path else { return };
+    let mean_held_us = |d: usize| {
+        if counts.chunks[d] == 0 {
+            0.0
+        } else {
+            counts.held_ns[d] as f64 / counts.chunks[d] as f64 / 1e3
+        }
+    };
     let text = format!(
-        "{{\"connections\": {}, \"client_to_server_bursts\": {}, \"round_trips\": {}, \"client_to_server_bytes\": {}, \"server_to_client_bytes\": {}}}\n",
-        counts.connections, counts.bursts[0], counts.bursts[1], counts.bytes[0], counts.bytes[1]
+        "{{\"connections\": {}, \"client_to_server_bursts\": {}, \"round_trips\": {}, \"client_to_server_bytes\": {}, \"server_to_client_bytes\": {}, \"mean_one_way_delay_us\": [{:.1}, {:.1}]}}\n",
+        counts.connections,
+        counts.bursts[0],
+        counts.bursts[1],
+        counts.bytes[0],
+        counts.bytes[1],
+        mean_held_us(0),
+        mean_held_us(1)
     );
     let partial = path.with_extension("partial");
     if std::fs::write(&partial, text).is_ok() {
@@ -100,11 +118,17 @@ fn wait_until(deadline: Instant) {
 /// Moves bytes from `from` to `to`, each chunk `delay` after it arrived, counting bursts for `direction`.
 fn pump(mut from: TcpStream, mut to: TcpStream, direction: usize, delay: Duration, counts: Arc<Mutex<Counts>>) {
     let (queue, delayed) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer_counts = Arc::clone(&counts);
     let writer = std::thread::spawn(move || {
-        for (due, chunk) in delayed {
-            wait_until(due);
+        for (arrived, chunk) in delayed {
+            wait_until(arrived + delay);
+            let held = arrived.elapsed().as_nanos();
             if to.write_all(&chunk).is_err() {
                 break;
+            }
+            if let Ok(mut counts) = writer_counts.lock() {
+                counts.chunks[direction] += 1;
+                counts.held_ns[direction] += held;
             }
         }
         let _ = to.shutdown(Shutdown::Write);
@@ -123,7 +147,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: usize, delay: Duratio
             }
             counts.bytes[direction] += n as u64;
         }
-        if queue.send((arrived + delay, buffer[..n].to_vec())).is_err() {
+        if queue.send((arrived, buffer[..n].to_vec())).is_err() {
             break;
         }
     }
