@@ -171,12 +171,10 @@ pub(crate) fn run(
     }
 }
 
-/// The last error or warning line llama.cpp printed: its own reason is more useful than "null result".
+/// llama.cpp's own reason, the most specific of its error lines (`crate::reason`): more useful than "null
+/// result" or its final "failed to load model".
 fn last_error_line(log: &str) -> Option<String> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("error") || l.contains("failed") || l.contains("ERROR"))
-        .map(|l| l.trim().to_string())
+    crate::reason::most_specific(log)
 }
 
 /// A context and what belongs to it: the batch sized to its logical batch, and the saved cache of a depth.

@@ -12,6 +12,7 @@
 pub mod devices;
 mod engine;
 mod logs;
+mod reason;
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
