@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use velollm_benchmarks::{
     prepare, run_plan, validate_tests, BenchError, GenerationParams, Plan, RunOptions, ServerConnection,
 };
@@ -18,7 +17,7 @@ use velollm_core::{BenchmarkResult, RowStatus};
 use velollm_export::{console, Outputs, Saved};
 
 use crate::args::BenchmarkArgs;
-use crate::collect::{lock, Both, Collected, Collector, Shared};
+use crate::collect::{lock, Both, Collected, Collector, FailedLoad, Shared};
 use crate::progress::{final_report, Progress, Style};
 use crate::{show, UsageError};
 
@@ -108,10 +107,17 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     };
     let rows = outcome.rows;
     let saved = if collected.outputs.is_empty() { Vec::new() } else { collected.outputs.finish(&rows) };
+    let failed_loads = collected.failed_loads.clone();
     drop(collected);
     let (saved_to, save_errors) = describe_saves(&saved);
-    if !rows.is_empty() {
-        show(&final_report(&rows, &saved_to, is_sweep));
+    // A model that did not load was said when it failed and is said again in the final error line; its failed
+    // rows are not listed once more in the summary.
+    let summarised: Vec<BenchmarkResult> =
+        rows.iter().filter(|r| !from_failed_load(r, &failed_loads)).cloned().collect();
+    if !summarised.is_empty() {
+        show(&final_report(&summarised, &saved_to, is_sweep));
+    } else if !saved_to.is_empty() {
+        show(&format!("\n{}", final_report(&[], &saved_to, false)));
     }
     for error in &save_errors {
         eprintln!("error: {error}");
@@ -132,22 +138,72 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         return Ok(ExitCode::FAILURE);
     }
     let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
-    match failed.first() {
+    match run_failure(&rows, &failed, &failed_loads, &saved_to, plan.spec.backends.len() > 1) {
         None => Ok(ExitCode::SUCCESS),
-        Some(first) => {
+        Some(message) => Err(anyhow::anyhow!("{message}")),
+    }
+}
+
+/// Whether `row` is one of the failed rows of a model that did not load (it has no load time and that error).
+fn from_failed_load(row: &BenchmarkResult, failed_loads: &[FailedLoad]) -> bool {
+    row.status == RowStatus::Failed
+        && row.load_time_ms.is_none()
+        && failed_loads.iter().any(|f| row.error.as_ref() == Some(&f.error))
+}
+
+/// The one line that says a run did not fully succeed, or `None` when every row is ok. A model that did not
+/// load is one failure (its rows are all failed the same way), not "3 of 3 runs did not complete".
+fn run_failure(
+    rows: &[BenchmarkResult],
+    failed: &[&BenchmarkResult],
+    failed_loads: &[FailedLoad],
+    saved_to: &[String],
+    several_backends: bool,
+) -> Option<String> {
+    let others: Vec<&BenchmarkResult> = failed.iter().copied().filter(|r| !from_failed_load(r, failed_loads)).collect();
+    let on = |backend: &str| if several_backends { format!(" on {backend}") } else { String::new() };
+    let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+    let rows_in = |n: usize| match saved_to.is_empty() {
+        true => String::new(),
+        false if n == 1 => format!("; its row, marked failed, is in {}", saved_to.join(", ")),
+        false => format!("; its {n} rows, marked failed, are in {}", saved_to.join(", ")),
+    };
+    match (failed_loads, others.first()) {
+        ([], None) => None,
+        ([load], None) => Some(format!("{}{}", load.error, rows_in(load.rows))),
+        ([first, ..], None) => Some(format!(
+            "{} failed{} (first{}): {}",
+            plural(failed_loads.len(), "model load"),
+            if saved_to.is_empty() {
+                String::new()
+            } else {
+                format!("; every row, marked failed, is in {}", saved_to.join(", "))
+            },
+            on(&first.backend),
+            first.error
+        )),
+        (loads, Some(first)) => {
             let what = if rows.len() == 1 {
                 "benchmark failed".to_string()
             } else {
-                format!("{} of {} runs did not complete", failed.len(), rows.len())
+                format!("{} of {} runs did not complete", others.len(), rows.len())
+            };
+            let loads = match loads {
+                [] => String::new(),
+                [load] => format!(" and a model did not load ({})", load.error),
+                _ => format!(" and {} failed (first: {})", plural(loads.len(), "model load"), loads[0].error),
             };
             let kept = if saved_to.is_empty() {
                 String::new()
             } else {
                 format!("; every row, marked {}, is in {}", status_word(first.status), saved_to.join(", "))
             };
-            let on = if plan.spec.backends.len() > 1 { format!(" on {}", first.backend) } else { String::new() };
-            Err(anyhow::anyhow!("{}", first.error.clone().unwrap_or_default()))
-                .context(format!("{what}{kept} (first{on}, {})", first.config.name))
+            Some(format!(
+                "{what}{loads}{kept} (first{}, {}): {}",
+                on(&first.backend),
+                first.config.name,
+                first.error.clone().unwrap_or_default()
+            ))
         }
     }
 }
