@@ -243,6 +243,31 @@ fn describe_saves(saved: &[Saved]) -> (Vec<String>, Vec<String>) {
     (paths, errors)
 }
 
+/// The context sizes for the header: the `--ctx-size` list, or without it the sizes each test gets (llama-bench's
+/// `n_prompt + n_gen + n_depth` for its tests).
+fn context_sizes(spec: &velollm_benchmarks::SweepSpec) -> String {
+    if spec.n_ctx != [velollm_benchmarks::CTX_PER_TEST] {
+        return spec.n_ctx.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    }
+    let per_test = velollm_core::ContextParams {
+        n_ctx: velollm_benchmarks::CTX_PER_TEST,
+        ..velollm_core::ContextParams::with_threads(1)
+    };
+    let mut sizes: Vec<u32> = Vec::new();
+    for test in &spec.tests {
+        let n_ctx = velollm_benchmarks::sized_for_test(&per_test, test).n_ctx;
+        if !sizes.contains(&n_ctx) {
+            sizes.push(n_ctx);
+        }
+    }
+    let sizes = sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    if spec.tests.iter().any(is_token_test) {
+        format!("{sizes} (per test)")
+    } else {
+        sizes
+    }
+}
+
 /// The run header: backend(s), model(s), and every parameter that shapes the numbers (lists when swept).
 fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
     let spec = &plan.spec;
@@ -254,7 +279,7 @@ fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
         let sent = |values: String, given: bool| if given { values } else { "server default".to_string() };
         format!(
             "num_ctx {} · num_gpu {} · num_thread {} · num_batch {} · warm-up {} · temperature 0, seed {}",
-            list(spec.n_ctx.iter().map(ToString::to_string).collect()),
+            context_sizes(spec),
             sent(list(spec.n_gpu_layers.iter().map(ToString::to_string).collect()), explicit.n_gpu_layers),
             sent(list(spec.n_threads.iter().map(ToString::to_string).collect()), explicit.threads),
             sent(list(spec.n_batch.iter().map(ToString::to_string).collect()), explicit.batch_size),
@@ -265,7 +290,7 @@ fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
         format!(
             "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · KV {}/{} · warm-up {} · greedy, seed {}",
             list(spec.n_threads.iter().map(ToString::to_string).collect()),
-            list(spec.n_ctx.iter().map(ToString::to_string).collect()),
+            context_sizes(spec),
             list(spec.n_batch.iter().map(ToString::to_string).collect()),
             list(spec.n_ubatch.iter().map(ToString::to_string).collect()),
             list(spec.n_gpu_layers.iter().map(ToString::to_string).collect()),
