@@ -356,3 +356,52 @@ fn save_and_exit(shared: &Shared, why: &str) {
     // still be inside llama.cpp; everything velollm must keep has been written and synced above.
     unsafe { libc::_exit(i32::from(EXIT_INTERRUPTED)) }
 }
+
+#[cfg(test)]
+mod tests {
+    use velollm_fixtures::{text_samples_at, Row};
+
+    use super::*;
+
+    const LOAD_ERROR: &str = "failed to load model m.gguf: llama.cpp could not load it (tensor 'x' not found)";
+
+    fn failed_load_row(name: &str) -> BenchmarkResult {
+        let mut row = Row::text(name, "Hi", 4, vec![]).failed(LOAD_ERROR).build();
+        row.load_time_ms = None;
+        row
+    }
+
+    fn loads(rows: usize) -> Vec<FailedLoad> {
+        vec![FailedLoad { backend: "llamacpp".into(), error: LOAD_ERROR.into(), rows }]
+    }
+
+    fn failure(rows: &[BenchmarkResult], failed_loads: &[FailedLoad], saved: &[&str]) -> Option<String> {
+        let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
+        let saved: Vec<String> = saved.iter().map(|s| s.to_string()).collect();
+        run_failure(rows, &failed, failed_loads, &saved, false)
+    }
+
+    #[test]
+    fn a_model_that_did_not_load_is_one_failure_not_one_per_run() {
+        let rows: Vec<BenchmarkResult> = ["a", "b", "c"].map(failed_load_row).into();
+        assert_eq!(
+            failure(&rows, &loads(3), &["r.jsonl"]).unwrap(),
+            format!("{LOAD_ERROR}; its 3 rows, marked failed, are in r.jsonl")
+        );
+        assert_eq!(failure(&rows[..1], &loads(1), &[]).unwrap(), LOAD_ERROR);
+    }
+
+    #[test]
+    fn other_failures_are_still_counted_per_run() {
+        let mut rows: Vec<BenchmarkResult> = vec![failed_load_row("a")];
+        let mut failed = Row::text("b", "Hi", 4, vec![]).failed("generation failed: x").build();
+        failed.load_time_ms = Some(10.0);
+        rows.push(failed);
+        rows.push(Row::text("c", "Hi", 4, text_samples_at(&[50.0], 4, 20.0)).build());
+        let message = failure(&rows, &loads(1), &[]).unwrap();
+        assert!(message.starts_with("1 of 3 runs did not complete and a model did not load"), "{message}");
+        assert!(message.ends_with("(first, b): generation failed: x"), "{message}");
+        let ok = vec![Row::text("c", "Hi", 4, text_samples_at(&[50.0], 4, 20.0)).build()];
+        assert_eq!(failure(&ok, &[], &[]), None);
+    }
+}
