@@ -296,3 +296,61 @@ fn closed_stdout_pipe_is_not_a_panic() {
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_ne!(out.status.code(), Some(101));
 }
+
+/// SmolLM2 with its tensor `blk.0.attn_q.weight` renamed in place (same length): a well-formed GGUF file that
+/// lacks a tensor the architecture requires, which velollm's own checks cannot know and the engine refuses.
+fn model_missing_a_tensor(dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(model(SMOLLM2)).unwrap();
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).expect("SmolLM2 has blk.0.attn_q.weight");
+    bytes[at..at + name.len()].copy_from_slice(b"blk.0.attn_x.weight");
+    let path = dir.join("missing-tensor.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_file_llama_cpp_refuses_says_llama_cpp_s_own_reason_once() {
+    let dir = scratch("refused-llamacpp");
+    let path = model_missing_a_tensor(&dir);
+    let out_path = dir.join("r.jsonl");
+    let out = run(&[
+        "benchmark",
+        "-m",
+        path.to_str().unwrap(),
+        "-b",
+        "llamacpp",
+        "--max-tokens",
+        "2",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    // llama.cpp's specific line (which tensor), not its final "failed to load model".
+    assert_clean_failure(&out, "blk.0.attn_q.weight");
+    let err = stderr(&out);
+    assert!(!err.contains("(llama_model_load_from_file_impl: failed to load model)"), "{err}");
+    assert!(!err.contains("did not complete"), "a failed load is one failure, not one per run: {err}");
+    // The console says it once, where the load was announced; every planned row is kept, failed.
+    let text = stdout(&out);
+    assert_eq!(text.matches("blk.0.attn_q.weight").count(), 1, "said once: {text}");
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out_path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 3, "the suite's three rows");
+    assert!(rows.iter().all(|r| r["status"] == "failed"), "{rows:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_candle_refusal_is_one_line_even_with_rust_backtrace() {
+    let dir = scratch("refused-candle");
+    let path = model_missing_a_tensor(&dir);
+    let out = velollm()
+        .env("RUST_BACKTRACE", "1")
+        .args(["benchmark", "-m", path.to_str().unwrap(), "-b", "candle", "--max-tokens", "2"])
+        .output()
+        .unwrap();
+    // candle's error carries a backtrace in its Display when RUST_BACKTRACE is set (19 lines here): one line.
+    assert_clean_failure(&out, "blk.0.attn_q.weight");
+    assert!(!stderr(&out).contains("did not complete"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}

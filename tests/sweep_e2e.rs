@@ -50,7 +50,8 @@ fn effective(row: &Value, key: &str) -> Value {
 fn threads_by_ubatch_sweep_runs_every_combination_with_its_parameters() {
     let (rows, text) =
         sweep("threads-ubatch", &["--pp", "64", "--tg", "8", "-t", "1,2", "--ubatch-size", "128,512", "-r", "2"]);
-    assert!(text.contains("Plan: 8 runs (1 model load, 4 contexts)"), "{text}");
+    // Without --ctx-size each test gets llama-bench's context (pp64: 64, tg8: 8), so each row its own context.
+    assert!(text.contains("Plan: 8 runs (1 model load, 8 contexts)"), "{text}");
     assert_eq!(rows.len(), 8, "2 tests × 2 ubatch × 2 threads");
     let combos: Vec<(u64, u64, String)> = rows
         .iter()
@@ -69,15 +70,22 @@ fn threads_by_ubatch_sweep_runs_every_combination_with_its_parameters() {
     assert_eq!(combos, expected, "ordered so each context is created once");
     for row in &rows {
         assert_eq!(row["status"], "ok");
-        assert_eq!(effective(row, "n_ubatch"), requested(row, "n_ubatch"), "the ubatch that ran");
         assert_eq!(effective(row, "n_threads"), requested(row, "n_threads"));
+        let needed = row["test"]["n_prompt"].as_u64().unwrap() + row["test"]["n_gen"].as_u64().unwrap();
+        assert_eq!(requested(row, "n_ctx"), needed, "llama-bench's n_prompt + n_gen + n_depth");
+        let n_ctx = effective(row, "n_ctx").as_u64().unwrap();
+        assert!(n_ctx >= needed, "llama.cpp pads it");
+        // The ubatch that ran: as asked, clamped (with the batch) to the context asked for, as llama.cpp clamps
+        // llama-bench's.
+        let ubatch = requested(row, "n_ubatch").as_u64().unwrap().min(needed);
+        assert_eq!(effective(row, "n_ubatch"), ubatch, "the ubatch that ran");
         assert_eq!(row["samples_ts"].as_array().unwrap().len(), 2, "-r 2");
         assert!(row["avg_ts"].as_f64().unwrap() > 0.0);
     }
     // The console ends with a llama-bench-style table of the columns that vary.
     let table = text.lines().find(|l| l.starts_with("| model")).expect("a sweep table");
     assert!(table.contains("n_ubatch") && table.contains("threads") && table.contains("t/s"), "{table}");
-    assert!(!table.contains("n_ctx"), "constant parameters are not columns: {table}");
+    assert!(!table.contains("type_k") && !table.contains("fa"), "constant parameters are not columns: {table}");
     assert_eq!(text.lines().filter(|l| l.starts_with("| ") && l.contains("pp64")).count(), 4, "{text}");
 }
 

@@ -508,9 +508,8 @@ pub fn fetch_model(
     observer(Event::Verifying);
     let partial = assembly.finish(model.name, model.bytes, model.sha256)?;
     fs::rename(&partial, &dest).map_err(|e| failed(format!("cannot move the model to {}: {e}", dest.display())))?;
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
+    // The rename, on disk (the assembled file was synced by `finish`).
+    let _ = velollm_core::atomic::sync_dir(dir);
     Ok(Outcome::Fetched { path: dest, downloaded, elapsed: started.elapsed() })
 }
 

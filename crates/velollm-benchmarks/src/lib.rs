@@ -39,7 +39,7 @@ pub use model::{
     default_model_for, fetch_dir, identify_model, known_models, model_dirs, resolve_model, resolve_model_source,
     user_model_dir, KnownModel, ResolvedModel, DEFAULT_MODEL,
 };
-pub use plan::{AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase};
+pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
 pub use runner::{
     available_backends, ci_half_width_percent, prepare, resolve_backend, run_plan, validate_tests, BenchmarkRunner,
     ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions, RunOutcome, ServerConnection,

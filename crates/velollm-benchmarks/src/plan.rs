@@ -64,6 +64,23 @@ impl Default for AutoRepetitions {
     }
 }
 
+/// `n_ctx` 0 in a [`SweepSpec`] (no `--ctx-size`): each context is sized as llama-bench sizes it. A
+/// llama-bench test gets exactly the tokens it puts in the cache, `n_prompt + n_gen + n_depth` (llama.cpp then
+/// pads it; the row records both), and a text test gets the 2048 of [`ContextParams::with_threads`].
+pub const CTX_PER_TEST: u32 = 0;
+
+/// The context `test` runs in: `context` itself, or, with [`CTX_PER_TEST`], sized for the test.
+pub fn sized_for_test(context: &ContextParams, test: &TestCase) -> ContextParams {
+    if context.n_ctx != CTX_PER_TEST {
+        return context.clone();
+    }
+    let n_ctx = match test {
+        TestCase::Tokens { test, .. } => u32::try_from(test.context_needed()).unwrap_or(u32::MAX).max(1),
+        TestCase::Text(_) => ContextParams::with_threads(context.n_threads).n_ctx,
+    };
+    ContextParams { n_ctx, ..context.clone() }
+}
+
 /// Every list a sweep takes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepSpec {
@@ -278,7 +295,7 @@ impl Plan {
                                 model,
                                 backend,
                                 load: load.clone(),
-                                context: context.clone(),
+                                context: sized_for_test(context, &spec.tests[test]),
                                 test,
                             });
                         }
@@ -330,6 +347,29 @@ mod tests {
                 repetitions: 2,
             })
             .collect()
+    }
+
+    #[test]
+    fn without_a_context_size_each_test_gets_llama_bench_s() {
+        let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(2));
+        spec.tests.push(TestCase::Tokens { test: TokenTest { n_prompt: 16, n_gen: 32, n_depth: 100 }, repetitions: 2 });
+        spec.tests.push(TestCase::Text(BenchmarkConfig {
+            name: "custom".into(),
+            model: "m".into(),
+            prompt: "Hi".into(),
+            max_tokens: 8,
+            iterations: 1,
+        }));
+        spec.n_ctx = vec![CTX_PER_TEST];
+        let plan = Plan::new(spec.clone()).unwrap();
+        let sizes: Vec<u32> = plan.instances.iter().map(|i| i.context.n_ctx).collect();
+        assert_eq!(sizes, [64, 128, 148, 2048], "n_prompt + n_gen + n_depth; text tests the default");
+        assert_eq!(plan.context_count(), 4, "a context per size");
+        // An explicit size is every test's.
+        spec.n_ctx = vec![512];
+        let plan = Plan::new(spec).unwrap();
+        assert!(plan.instances.iter().all(|i| i.context.n_ctx == 512));
+        assert_eq!(plan.context_count(), 1);
     }
 
     #[test]

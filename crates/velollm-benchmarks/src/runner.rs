@@ -182,6 +182,9 @@ pub trait Observer: Send {
     fn model_identified(&mut self, model: &ModelIdentity) {}
     fn model_loading(&mut self, backend: &str, load: &LoadParams) {}
     fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo, effective: &EffectiveLoad) {}
+    /// The model did not load: one failure, said once; the `rows` rows it was to run follow as failed rows with
+    /// `error` (through [`Observer::row_finished`]).
+    fn model_load_failed(&mut self, backend: &str, error: &str, rows: usize) {}
     fn context_created(&mut self, effective: &EffectiveContext, warnings: &[String]) {}
     fn test_started(&mut self, at: &Position<'_>, warmup_iterations: u32) {}
     fn iteration_started(&mut self, at: &Position<'_>, iteration: u32, warmup: bool) {}
@@ -553,6 +556,7 @@ impl PlanRunner<'_> {
             Err(BackendError::Cancelled) => return Ok(true),
             Err(e) => {
                 let base = self.placeholder_base(backend_name, reference, file_model, group_start);
+                self.observer.model_load_failed(backend_name, &e.to_string(), instances.len());
                 return self.fail_all(instances, &base, &e.to_string());
             }
         };

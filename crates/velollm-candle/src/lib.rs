@@ -286,9 +286,10 @@ impl CandleModel {
         let device = Device::Cpu;
         let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
         let mut reader = BufReader::new(file);
-        let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| format!("candle could not read the GGUF header: {e}"))?;
-        let build_error = |e: candle_core::Error| format!("candle could not build the {architecture} model: {e}");
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| format!("candle could not read the GGUF header: {}", one_line(&e)))?;
+        let build_error =
+            |e: candle_core::Error| format!("candle could not build the {architecture} model: {}", one_line(&e));
         let weights = match architecture.as_str() {
             "llama" => Weights::Llama(
                 quantized_llama::ModelWeights::from_gguf(content, &mut reader, &device).map_err(build_error)?,
@@ -415,7 +416,23 @@ fn forward(weights: &mut Weights, device: &Device, tokens: &[u32], index_pos: us
         let logits = weights.forward(&input, index_pos)?;
         logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()
     };
-    run().map_err(|e| format!("candle: {e}"))
+    run().map_err(|e| format!("candle: {}", one_line(&e)))
+}
+
+/// A candle error as one line: without the backtrace candle appends to its message when `RUST_BACKTRACE` is
+/// set (19 lines for a missing tensor), with a context or a path kept before the reason.
+fn one_line(e: &candle_core::Error) -> String {
+    use candle_core::Error;
+    match e {
+        Error::WithBacktrace { inner, .. } => one_line(inner),
+        Error::Context { inner, context } => format!("{context}: {}", one_line(inner)),
+        Error::WithPath { inner, path } => format!("{}: {}", path.display(), one_line(inner)),
+        other => {
+            let text = other.to_string();
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            lines.join("; ")
+        }
+    }
 }
 
 /// GGUF type ids candle 0.11 implements (F32, F16, Q4_0 … Q8_K, BF16).
@@ -459,6 +476,19 @@ impl Session for CandleSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candle_errors_are_one_line_without_their_backtrace() {
+        let missing = candle_core::Error::Msg("cannot find tensor info for blk.0.attn_q.weight".into());
+        let with_backtrace = candle_core::Error::WithBacktrace {
+            inner: Box::new(missing),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(with_backtrace.to_string().lines().count() > 1, "candle's own Display carries the backtrace");
+        assert_eq!(one_line(&with_backtrace), "cannot find tensor info for blk.0.attn_q.weight");
+        let nested = with_backtrace.context("loading the weights").with_path("m.gguf");
+        assert_eq!(one_line(&nested), "m.gguf: loading the weights: cannot find tensor info for blk.0.attn_q.weight");
+    }
 
     #[test]
     fn supported_types_exclude_iq_quants() {

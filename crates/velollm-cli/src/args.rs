@@ -142,7 +142,8 @@ pub struct BenchmarkArgs {
     /// The GPU used with --split-mode none (list).
     #[arg(long, value_name = "LIST", default_value = "0", allow_hyphen_values = true)]
     pub main_gpu: String,
-    /// Context size in tokens (list or range).
+    /// Context size in tokens (list or range). Default: as llama-bench, each --pp/--tg/--pg test gets exactly
+    /// the tokens it uses (n_prompt + n_gen + n_depth; recorded in the row), text tests 2048.
     #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub ctx_size: Option<String>,
     /// Logical batch size for prompt evaluation (list or range; default 2048, clamped to the context;
@@ -370,11 +371,15 @@ impl BenchmarkArgs {
             }
             None => vec![GpuLayers::All],
         };
-        let n_ctx = match &self.ctx_size {
-            Some(spec) => numbers("--ctx-size", spec, 1, MAX_CTX)?,
-            None => vec![DEFAULT_CTX],
+        let (n_ctx, largest_ctx) = match &self.ctx_size {
+            Some(spec) => {
+                let n_ctx = numbers("--ctx-size", spec, 1, MAX_CTX)?;
+                let largest = n_ctx.iter().copied().max().unwrap_or(DEFAULT_CTX);
+                (n_ctx, largest)
+            }
+            // llama-bench's sizing: each of its tests gets n_prompt + n_gen + n_depth, text tests DEFAULT_CTX.
+            None => (vec![velollm_benchmarks::CTX_PER_TEST], DEFAULT_CTX),
         };
-        let largest_ctx = n_ctx.iter().copied().max().unwrap_or(DEFAULT_CTX);
         let n_batch = match &self.batch_size {
             Some(spec) => numbers("--batch-size", spec, 1, largest_ctx).map_err(|e| {
                 usage(format!("{e}; the batch cannot be larger than the context (--ctx-size {largest_ctx})"))

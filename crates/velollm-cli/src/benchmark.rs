@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use velollm_benchmarks::{
     prepare, run_plan, validate_tests, BenchError, GenerationParams, Plan, RunOptions, ServerConnection,
 };
@@ -18,7 +17,7 @@ use velollm_core::{BenchmarkResult, RowStatus};
 use velollm_export::{console, Outputs, Saved};
 
 use crate::args::BenchmarkArgs;
-use crate::collect::{lock, Both, Collected, Collector, Shared};
+use crate::collect::{lock, Both, Collected, Collector, FailedLoad, Shared};
 use crate::progress::{final_report, Progress, Style};
 use crate::{show, UsageError};
 
@@ -111,10 +110,17 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     };
     let rows = outcome.rows;
     let saved = if collected.outputs.is_empty() { Vec::new() } else { collected.outputs.finish(&rows) };
+    let failed_loads = collected.failed_loads.clone();
     drop(collected);
     let (saved_to, save_errors) = describe_saves(&saved);
-    if !rows.is_empty() {
-        show(&final_report(&rows, &saved_to, is_sweep));
+    // A model that did not load was said when it failed and is said again in the final error line; its failed
+    // rows are not listed once more in the summary.
+    let summarised: Vec<BenchmarkResult> =
+        rows.iter().filter(|r| !from_failed_load(r, &failed_loads)).cloned().collect();
+    if !summarised.is_empty() {
+        show(&final_report(&summarised, &saved_to, is_sweep));
+    } else if !saved_to.is_empty() {
+        show(&format!("\n{}", final_report(&[], &saved_to, false)));
     }
     for error in &save_errors {
         eprintln!("error: {error}");
@@ -135,22 +141,72 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         return Ok(ExitCode::FAILURE);
     }
     let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
-    match failed.first() {
+    match run_failure(&rows, &failed, &failed_loads, &saved_to, plan.spec.backends.len() > 1) {
         None => Ok(ExitCode::SUCCESS),
-        Some(first) => {
+        Some(message) => Err(anyhow::anyhow!("{message}")),
+    }
+}
+
+/// Whether `row` is one of the failed rows of a model that did not load (it has no load time and that error).
+fn from_failed_load(row: &BenchmarkResult, failed_loads: &[FailedLoad]) -> bool {
+    row.status == RowStatus::Failed
+        && row.load_time_ms.is_none()
+        && failed_loads.iter().any(|f| row.error.as_ref() == Some(&f.error))
+}
+
+/// The one line that says a run did not fully succeed, or `None` when every row is ok. A model that did not
+/// load is one failure (its rows are all failed the same way), not "3 of 3 runs did not complete".
+fn run_failure(
+    rows: &[BenchmarkResult],
+    failed: &[&BenchmarkResult],
+    failed_loads: &[FailedLoad],
+    saved_to: &[String],
+    several_backends: bool,
+) -> Option<String> {
+    let others: Vec<&BenchmarkResult> = failed.iter().copied().filter(|r| !from_failed_load(r, failed_loads)).collect();
+    let on = |backend: &str| if several_backends { format!(" on {backend}") } else { String::new() };
+    let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+    let rows_in = |n: usize| match saved_to.is_empty() {
+        true => String::new(),
+        false if n == 1 => format!("; its row, marked failed, is in {}", saved_to.join(", ")),
+        false => format!("; its {n} rows, marked failed, are in {}", saved_to.join(", ")),
+    };
+    match (failed_loads, others.first()) {
+        ([], None) => None,
+        ([load], None) => Some(format!("{}{}", load.error, rows_in(load.rows))),
+        ([first, ..], None) => Some(format!(
+            "{} failed{} (first{}): {}",
+            plural(failed_loads.len(), "model load"),
+            if saved_to.is_empty() {
+                String::new()
+            } else {
+                format!("; every row, marked failed, is in {}", saved_to.join(", "))
+            },
+            on(&first.backend),
+            first.error
+        )),
+        (loads, Some(first)) => {
             let what = if rows.len() == 1 {
                 "benchmark failed".to_string()
             } else {
-                format!("{} of {} runs did not complete", failed.len(), rows.len())
+                format!("{} of {} runs did not complete", others.len(), rows.len())
+            };
+            let loads = match loads {
+                [] => String::new(),
+                [load] => format!(" and a model did not load ({})", load.error),
+                _ => format!(" and {} failed (first: {})", plural(loads.len(), "model load"), loads[0].error),
             };
             let kept = if saved_to.is_empty() {
                 String::new()
             } else {
                 format!("; every row, marked {}, is in {}", status_word(first.status), saved_to.join(", "))
             };
-            let on = if plan.spec.backends.len() > 1 { format!(" on {}", first.backend) } else { String::new() };
-            Err(anyhow::anyhow!("{}", first.error.clone().unwrap_or_default()))
-                .context(format!("{what}{kept} (first{on}, {})", first.config.name))
+            Some(format!(
+                "{what}{loads}{kept} (first{}, {}): {}",
+                on(&first.backend),
+                first.config.name,
+                first.error.clone().unwrap_or_default()
+            ))
         }
     }
 }
@@ -190,6 +246,31 @@ fn describe_saves(saved: &[Saved]) -> (Vec<String>, Vec<String>) {
     (paths, errors)
 }
 
+/// The context sizes for the header: the `--ctx-size` list, or without it the sizes each test gets (llama-bench's
+/// `n_prompt + n_gen + n_depth` for its tests).
+fn context_sizes(spec: &velollm_benchmarks::SweepSpec) -> String {
+    if spec.n_ctx != [velollm_benchmarks::CTX_PER_TEST] {
+        return spec.n_ctx.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    }
+    let per_test = velollm_core::ContextParams {
+        n_ctx: velollm_benchmarks::CTX_PER_TEST,
+        ..velollm_core::ContextParams::with_threads(1)
+    };
+    let mut sizes: Vec<u32> = Vec::new();
+    for test in &spec.tests {
+        let n_ctx = velollm_benchmarks::sized_for_test(&per_test, test).n_ctx;
+        if !sizes.contains(&n_ctx) {
+            sizes.push(n_ctx);
+        }
+    }
+    let sizes = sizes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    if spec.tests.iter().any(is_token_test) {
+        format!("{sizes} (per test)")
+    } else {
+        sizes
+    }
+}
+
 /// The run header: backend(s), model(s), and every parameter that shapes the numbers (lists when swept).
 fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
     let spec = &plan.spec;
@@ -201,7 +282,7 @@ fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
         let sent = |values: String, given: bool| if given { values } else { "server default".to_string() };
         format!(
             "num_ctx {} · num_gpu {} · num_thread {} · num_batch {} · warm-up {} · temperature 0, seed {}",
-            list(spec.n_ctx.iter().map(ToString::to_string).collect()),
+            context_sizes(spec),
             sent(list(spec.n_gpu_layers.iter().map(ToString::to_string).collect()), explicit.n_gpu_layers),
             sent(list(spec.n_threads.iter().map(ToString::to_string).collect()), explicit.threads),
             sent(list(spec.n_batch.iter().map(ToString::to_string).collect()), explicit.batch_size),
@@ -212,7 +293,7 @@ fn header(plan: &Plan, args: &BenchmarkArgs) -> String {
         format!(
             "threads {} · ctx {} · batch {}/{} · n_gpu_layers {} · flash-attn {} · KV {}/{} · warm-up {} · greedy, seed {}",
             list(spec.n_threads.iter().map(ToString::to_string).collect()),
-            list(spec.n_ctx.iter().map(ToString::to_string).collect()),
+            context_sizes(spec),
             list(spec.n_batch.iter().map(ToString::to_string).collect()),
             list(spec.n_ubatch.iter().map(ToString::to_string).collect()),
             list(spec.n_gpu_layers.iter().map(ToString::to_string).collect()),
@@ -371,4 +452,53 @@ fn save_rows_and_exit(mut collected: std::sync::MutexGuard<'_, Collected>, what:
     // SAFETY: `_exit` ends the process without running C++ static destructors while an engine thread may
     // still be inside llama.cpp; everything velollm must keep has been written and synced above.
     unsafe { libc::_exit(i32::from(code)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use velollm_fixtures::{text_samples_at, Row};
+
+    use super::*;
+
+    const LOAD_ERROR: &str = "failed to load model m.gguf: llama.cpp could not load it (tensor 'x' not found)";
+
+    fn failed_load_row(name: &str) -> BenchmarkResult {
+        let mut row = Row::text(name, "Hi", 4, vec![]).failed(LOAD_ERROR).build();
+        row.load_time_ms = None;
+        row
+    }
+
+    fn loads(rows: usize) -> Vec<FailedLoad> {
+        vec![FailedLoad { backend: "llamacpp".into(), error: LOAD_ERROR.into(), rows }]
+    }
+
+    fn failure(rows: &[BenchmarkResult], failed_loads: &[FailedLoad], saved: &[&str]) -> Option<String> {
+        let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
+        let saved: Vec<String> = saved.iter().map(|s| s.to_string()).collect();
+        run_failure(rows, &failed, failed_loads, &saved, false)
+    }
+
+    #[test]
+    fn a_model_that_did_not_load_is_one_failure_not_one_per_run() {
+        let rows: Vec<BenchmarkResult> = ["a", "b", "c"].map(failed_load_row).into();
+        assert_eq!(
+            failure(&rows, &loads(3), &["r.jsonl"]).unwrap(),
+            format!("{LOAD_ERROR}; its 3 rows, marked failed, are in r.jsonl")
+        );
+        assert_eq!(failure(&rows[..1], &loads(1), &[]).unwrap(), LOAD_ERROR);
+    }
+
+    #[test]
+    fn other_failures_are_still_counted_per_run() {
+        let mut rows: Vec<BenchmarkResult> = vec![failed_load_row("a")];
+        let mut failed = Row::text("b", "Hi", 4, vec![]).failed("generation failed: x").build();
+        failed.load_time_ms = Some(10.0);
+        rows.push(failed);
+        rows.push(Row::text("c", "Hi", 4, text_samples_at(&[50.0], 4, 20.0)).build());
+        let message = failure(&rows, &loads(1), &[]).unwrap();
+        assert!(message.starts_with("1 of 3 runs did not complete and a model did not load"), "{message}");
+        assert!(message.ends_with("(first, b): generation failed: x"), "{message}");
+        let ok = vec![Row::text("c", "Hi", 4, text_samples_at(&[50.0], 4, 20.0)).build()];
+        assert_eq!(failure(&ok, &[], &[]), None);
+    }
 }

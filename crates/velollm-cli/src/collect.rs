@@ -18,11 +18,28 @@ pub struct Collected {
     pub phase: String,
     /// Set once the main flow writes the final results; the interrupt handler then leaves them alone.
     pub finalizing: bool,
+    /// Models that did not load: each is one failure, however many rows it failed.
+    pub failed_loads: Vec<FailedLoad>,
+}
+
+/// A model that did not load, and how many rows that failed.
+#[derive(Debug, Clone)]
+pub struct FailedLoad {
+    pub backend: String,
+    pub error: String,
+    pub rows: usize,
 }
 
 impl Collected {
     pub fn new(outputs: Outputs) -> Collected {
-        Collected { rows: Vec::new(), in_progress: None, outputs, phase: "starting".into(), finalizing: false }
+        Collected {
+            rows: Vec::new(),
+            in_progress: None,
+            outputs,
+            phase: "starting".into(),
+            finalizing: false,
+            failed_loads: Vec::new(),
+        }
     }
 
     /// Every row, with the one in progress (if any) last.
@@ -52,6 +69,11 @@ impl Collector {
 }
 
 impl Observer for Collector {
+    fn model_load_failed(&mut self, backend: &str, error: &str, rows: usize) {
+        let failed = FailedLoad { backend: backend.to_string(), error: error.to_string(), rows };
+        lock(&self.shared).failed_loads.push(failed);
+    }
+
     fn row_progress(&mut self, row: &BenchmarkResult) {
         lock(&self.shared).in_progress = Some(row.clone());
     }
@@ -108,6 +130,10 @@ impl<A: Observer, B: Observer> Observer for Both<A, B> {
     fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo, effective: &EffectiveLoad) {
         self.0.model_loaded(load_ms, engine, effective);
         self.1.model_loaded(load_ms, engine, effective);
+    }
+    fn model_load_failed(&mut self, backend: &str, error: &str, rows: usize) {
+        self.0.model_load_failed(backend, error, rows);
+        self.1.model_load_failed(backend, error, rows);
     }
     fn context_created(&mut self, effective: &EffectiveContext, warnings: &[String]) {
         self.0.context_created(effective, warnings);

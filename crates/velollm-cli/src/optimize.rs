@@ -67,9 +67,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let script = render::script(&plan, &generated_at, env!("CARGO_PKG_VERSION"));
     match &args.output {
         Some(path) => {
-            let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
-            std::fs::write(&temporary, &script)
-                .and_then(|()| std::fs::rename(&temporary, path))
+            velollm_core::atomic::write_atomically(path, script.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             show(&format!(
                 "wrote {} ({} Ollama server variables); use: source {} && ollama serve\n",

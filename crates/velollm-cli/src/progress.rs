@@ -53,6 +53,8 @@ pub struct Progress {
     /// Whether the plan varies any parameter (then each context gets a line naming its values).
     sweep: bool,
     varying: Vec<&'static str>,
+    /// Failed rows still to come from a model that did not load: the load failure was said once, they are not.
+    silent_failed_rows: usize,
 }
 
 impl Progress {
@@ -66,6 +68,7 @@ impl Progress {
             per_group: 0,
             sweep: false,
             varying: Vec::new(),
+            silent_failed_rows: 0,
         }
     }
 
@@ -195,6 +198,15 @@ impl Observer for Progress {
         self.line(&format!("✓ ({load_ms:.0} ms; {version}{offload})\n"));
     }
 
+    fn model_load_failed(&mut self, _backend: &str, error: &str, rows: usize) {
+        // Said once, where the load was announced; the rows it fails are not listed one by one.
+        match self.style {
+            Style::Lines => self.line(&format!("✗ {error}\n")),
+            _ => self.say(&format!("✗ {error}\n")),
+        }
+        self.silent_failed_rows += rows;
+    }
+
     fn context_created(&mut self, effective: &EffectiveContext, warnings: &[String]) {
         for warning in warnings {
             self.say(&format!("  ⚠ {warning}\n"));
@@ -245,6 +257,7 @@ impl Observer for Progress {
     fn row_finished(&mut self, row: &BenchmarkResult) {
         let stats = &row.statistics;
         match row.status {
+            RowStatus::Failed if self.silent_failed_rows > 0 => self.silent_failed_rows -= 1,
             RowStatus::Failed => {
                 let error = row.error.as_deref().unwrap_or("unknown error");
                 if self.style == Style::Lines {

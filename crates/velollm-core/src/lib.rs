@@ -8,6 +8,7 @@
 //!
 //! This crate has no heavy dependencies: it is what backends, the runner and exporters agree on.
 
+pub mod atomic;
 mod backend;
 mod efficiency;
 mod hardware;

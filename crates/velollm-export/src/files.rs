@@ -36,17 +36,7 @@ pub fn check_writable(path: &Path) -> Result<(), ExportError> {
     Ok(())
 }
 
-pub fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-pub fn temp_path(path: &Path, kind: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "results".into());
-    parent_dir(path).join(format!(".{name}.{kind}.{}", std::process::id()))
-}
+pub use velollm_core::atomic::{parent_dir, temp_path};
 
 pub fn short_io(e: &io::Error) -> String {
     match e.kind() {
@@ -59,20 +49,10 @@ fn unwritable(path: &Path, e: &io::Error) -> ExportError {
     ExportError::Unwritable { path: path.display().to_string(), reason: short_io(e) }
 }
 
-/// Writes `text` to a temporary file beside `path`, flushed to disk, then renamed over it, so a reader never
-/// sees a half-written file.
+/// Replaces `path` with `text` atomically and durably ([`velollm_core::atomic::write_atomically`]: temporary
+/// file, sync, rename, directory sync), so a reader never sees a half-written file.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), ExportError> {
-    let temp = temp_path(path, "tmp");
-    let outcome = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if outcome.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    outcome.map_err(|e| unwritable(path, &e))
+    velollm_core::atomic::write_atomically(path, text.as_bytes()).map_err(|e| unwritable(path, &e))
 }
 
 /// A file that grows by appending: opened (and an existing file replaced) when the first text is written,
@@ -94,22 +74,30 @@ impl AppendFile {
 
     pub fn append(&mut self, text: &str) -> Result<(), ExportError> {
         if self.file.is_none() {
-            self.file = Some(File::create(&self.path).map_err(|e| unwritable(&self.path, &e))?);
+            let file = File::create(&self.path).map_err(|e| unwritable(&self.path, &e))?;
+            // The new directory entry, so that a crash after the first row still finds the file.
+            velollm_core::atomic::sync_dir(&parent_dir(&self.path)).map_err(|e| unwritable(&self.path, &e))?;
+            self.file = Some(file);
         }
         let file = self.file.as_mut().expect("opened above");
         let written = file.write_all(text.as_bytes()).and_then(|()| file.flush()).and_then(|()| file.sync_data());
         written.map_err(|e| unwritable(&self.path, &e))
     }
 
-    /// Replaces the file's content with `text` (after a failed append, once the cause may have gone) and keeps
-    /// it open for the next append.
+    /// Replaces the file's content with `text` atomically (after a failed append, once the cause may have
+    /// gone: the file on disk may end in a partial record) and reopens it for the next append.
     pub fn rewrite(&mut self, text: &str) -> Result<(), ExportError> {
         self.file = None;
-        let fail = |e: io::Error| unwritable(&self.path, &e);
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&self.path).map_err(fail)?;
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(fail)?;
-        self.file = Some(file);
+        write_atomically(&self.path, text)?;
+        let reopened = OpenOptions::new().append(true).open(&self.path).map_err(|e| unwritable(&self.path, &e))?;
+        self.file = Some(reopened);
         Ok(())
+    }
+
+    /// Makes the next append fail (the handle becomes read-only), as a full disk would.
+    #[cfg(test)]
+    pub fn break_for_test(&mut self) {
+        self.file = Some(File::open(&self.path).unwrap());
     }
 }
 

@@ -354,8 +354,8 @@ impl PendingFile {
         let file = out.into_inner().map_err(|e| io_fail(&self.target, e.into_error()))?;
         file.sync_all().map_err(|e| io_fail(&self.target, e))?;
         drop(file);
-        fs::rename(&self.temp, &self.target).map_err(|e| io_fail(&self.target, e))?;
-        self.temp = PathBuf::new(); // committed: nothing to clean up
+        let temp = std::mem::take(&mut self.temp); // renamed, or removed by `persist` on failure
+        velollm_core::atomic::persist(&temp, &self.target).map_err(|e| io_fail(&self.target, e))?;
         Ok(())
     }
 }

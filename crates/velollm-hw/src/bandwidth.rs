@@ -157,7 +157,7 @@ pub fn cache_path() -> Option<PathBuf> {
     Some(base.join("velollm").join("bandwidth.json"))
 }
 
-/// Saves a measurement to [`cache_path`] (written to a temporary file, then renamed); returns the path.
+/// Saves a measurement to [`cache_path`] (atomically: [`velollm_core::atomic::write_atomically`]); returns the path.
 pub fn store(measurement: &BandwidthMeasurement) -> io::Result<PathBuf> {
     let path = cache_path().ok_or_else(|| io::Error::other("no cache directory (neither XDG_CACHE_HOME nor HOME)"))?;
     store_at(&path, measurement)?;
@@ -169,9 +169,7 @@ fn store_at(path: &Path, measurement: &BandwidthMeasurement) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let json = serde_json::to_string_pretty(measurement).map_err(io::Error::other)?;
-    let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    std::fs::write(&temporary, json + "\n")?;
-    std::fs::rename(&temporary, path)
+    velollm_core::atomic::write_atomically(path, (json + "\n").as_bytes())
 }
 
 /// The cached measurement of this machine, if any (one made on another machine is ignored).

@@ -246,6 +246,24 @@ fn caches_of(cpu_dir: &Path) -> Vec<CacheEntry> {
     caches
 }
 
+/// A kernel CPU list (`0-3,8,10-11`) as CPU numbers; `None` when it is malformed.
+pub fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => {
+                let (first, last): (u32, u32) = (first.parse().ok()?, last.parse().ok()?);
+                if last < first || last - first > 65_536 {
+                    return None;
+                }
+                cpus.extend(first..=last);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
 fn khz_to_mhz(path: &Path) -> Option<f64> {
     read_trimmed(path)?.parse::<f64>().ok().filter(|v| *v > 0.0).map(|khz| khz / 1000.0)
 }
@@ -362,6 +380,14 @@ mod tests {
 
     const X86: &str = include_str!("../tests/fixtures/cpuinfo-x86_64-xeon-2vcpu.txt");
     const ARM64: &str = include_str!("../tests/fixtures/cpuinfo-arm64-neoverse-n1.txt");
+
+    #[test]
+    fn cpu_lists_read_like_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), Some(vec![0, 1, 2, 3, 8, 10, 11]));
+        assert_eq!(parse_cpu_list(""), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
 
     #[test]
     fn parses_a_captured_x86_cpuinfo() {

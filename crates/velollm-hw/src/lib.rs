@@ -108,11 +108,34 @@ impl CpuInfo {
     }
 }
 
-/// The default thread count for engines: the physical core count (hyper-threads share a core's SIMD
-/// units, and more threads than cores slows llama.cpp down), else the logical CPU count, else 1.
+/// The default thread count for engines, as llama-bench computes its own (`cpu_get_num_math`): the physical
+/// core count (hyper-threads share a core's SIMD units, and more threads than cores slows llama.cpp down) and,
+/// on a hybrid Intel CPU, only the performance cores (llama.cpp's threads work in lockstep, so an efficiency
+/// core holds the others back); else the logical CPU count, else 1.
 pub fn default_threads() -> u32 {
+    if let Some(cores) = performance_cores(std::path::Path::new("/sys/devices")) {
+        return cores;
+    }
     let cpu = CpuInfo::detect();
     cpu.physical_cores.or(cpu.logical_cpus).unwrap_or(1).max(1)
+}
+
+/// On a hybrid CPU under Linux (`devices/cpu_atom` and `devices/cpu_core` exist, the kernel's two PMUs of
+/// Intel's hybrid parts): the physical cores among `cpu_core/cpus`, one per distinct sibling set. llama.cpp
+/// finds the same cores by pinning itself to each CPU and asking CPUID for its core type.
+fn performance_cores(devices: &std::path::Path) -> Option<u32> {
+    fs::read_to_string(devices.join("cpu_atom/cpus")).ok().filter(|t| !t.trim().is_empty())?;
+    let list = fs::read_to_string(devices.join("cpu_core/cpus")).ok()?;
+    let mut cores = BTreeSet::new();
+    for cpu in cpu::parse_cpu_list(list.trim())? {
+        let topology = devices.join(format!("system/cpu/cpu{cpu}/topology"));
+        let siblings = fs::read_to_string(topology.join("core_cpus_list"))
+            .or_else(|_| fs::read_to_string(topology.join("thread_siblings_list")))
+            .ok()?;
+        let package = fs::read_to_string(topology.join("physical_package_id")).unwrap_or_default();
+        cores.insert((package.trim().to_string(), siblings.trim().to_string()));
+    }
+    u32::try_from(cores.len()).ok().filter(|&n| n > 0)
 }
 
 /// The one-minute load average (`/proc/loadavg`): runnable processes, averaged, this process's threads included.
@@ -163,6 +186,23 @@ pub fn environment(backend: &str, backend_version: Option<String>, backend_build
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hybrid_cpu_defaults_to_its_performance_cores() {
+        let dir = testdir::TestDir::new("hybrid");
+        // 2 P-cores with two threads each (CPUs 0-3), 4 E-cores (CPUs 4-7).
+        dir.write("cpu_core/cpus", "0-3\n");
+        dir.write("cpu_atom/cpus", "4-7\n");
+        for cpu in 0..8 {
+            let siblings = if cpu < 4 { format!("{}-{}", cpu / 2 * 2, cpu / 2 * 2 + 1) } else { cpu.to_string() };
+            dir.write(&format!("system/cpu/cpu{cpu}/topology/core_cpus_list"), &siblings);
+            dir.write(&format!("system/cpu/cpu{cpu}/topology/physical_package_id"), "0");
+        }
+        assert_eq!(performance_cores(dir.path()), Some(2));
+        // Not hybrid: no efficiency-core PMU, the physical core count applies.
+        std::fs::remove_file(dir.path().join("cpu_atom/cpus")).unwrap();
+        assert_eq!(performance_cores(dir.path()), None);
+    }
 
     #[test]
     fn counts_physical_cores_from_topology() {

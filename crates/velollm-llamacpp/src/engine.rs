@@ -161,12 +161,10 @@ pub(crate) fn run(
     }
 }
 
-/// The last error or warning line llama.cpp printed: its own reason is more useful than "null result".
+/// llama.cpp's own reason, the most specific of its error lines (`crate::reason`): more useful than "null
+/// result" or its final "failed to load model".
 fn last_error_line(log: &str) -> Option<String> {
-    log.lines()
-        .rev()
-        .find(|l| l.contains("error") || l.contains("failed") || l.contains("ERROR"))
-        .map(|l| l.trim().to_string())
+    crate::reason::most_specific(log)
 }
 
 /// A context and what belongs to it: the batch sized to its logical batch, and the saved cache of a depth.
@@ -299,7 +297,7 @@ fn generate(
 ) -> Result<RawSample, BackendError> {
     let vocab = model.vocab();
     let max_tokens = request.max_tokens as usize;
-    state.context.clear_kv_cache();
+    empty_cache(&mut state.context);
     state.context.reset_timings();
 
     let start = Instant::now();
@@ -345,6 +343,18 @@ fn generate(
     )?;
     let counters = engine_counters(context);
     Ok(RawSample::text(prompt.len() as u64, tokenize_ns, prompt_eval_ns, decoded, Some(counters)))
+}
+
+/// Empties the KV cache between repetitions as llama-bench does (`llama_memory_clear(mem, false)`): every cell
+/// freed, the buffers left as they are. llama-cpp-2's `clear_kv_cache` passes `data = true`, which also zeroes
+/// the whole cache (a memset of every K and V buffer before each repetition, which llama-bench does not do) and
+/// exposes no other choice; removing every sequence's tokens (`llama_memory_seq_rm(mem, -1, -1, -1)`) frees the
+/// same cells and resets the search head the same way, without touching the data.
+fn empty_cache(context: &mut LlamaContext<'_>) {
+    if !matches!(context.clear_kv_cache_seq(None, None, None), Ok(true)) {
+        // A memory that cannot remove a partial range (never the case for a whole one): clear it fully.
+        context.clear_kv_cache();
+    }
 }
 
 /// Puts `n_depth` random tokens in the cache outside any timed region: the first time by evaluating them
@@ -394,7 +404,7 @@ fn run_tokens(
     if test.context_needed() > u64::from(ctx_size) {
         return Err(BackendError::TestTooLarge { test: test.name(), needed: test.context_needed(), ctx_size });
     }
-    state.context.clear_kv_cache();
+    empty_cache(&mut state.context);
     let depth_prepare_ns =
         if test.n_depth > 0 { Some(fill_depth(model, state, test.n_depth, request.depth_seed, cancel)?) } else { None };
     // The engine's counters then cover exactly the timed work.

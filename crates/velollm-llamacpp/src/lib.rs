@@ -13,6 +13,7 @@ pub mod devices;
 mod engine;
 mod load;
 mod logs;
+mod reason;
 pub mod rpc;
 
 use std::ffi::CStr;
