@@ -3,7 +3,7 @@
 
 Per one-way delay d: pp512 and tg128 means from velollm's rows; ms per generated token = 1000 / tg128 rate;
 round trips per token implied by the slope = (ms per token at d - at 0) / (a - a0), where a is the round-trip
-delay the relay actually added (the mean time a chunk was held in it before being written on, both directions summed; a loaded machine
+delay the relay actually added (the mean time the first chunk of each burst was held in it before being written on, both directions summed; a loaded machine
 stretches it beyond 2 d) and a0 the same at d = 0; round trips per token counted
 by the relay = (round trips of the tg128 run - round trips of the tg64 run) / (3 repetitions x 64 tokens), the
 two runs differing only in 64 decoded tokens per repetition (the same load and warm-up). Rates are llama-bench's

@@ -24,9 +24,10 @@ struct Counts {
     /// Bursts of data per direction; server→client bursts are the round trips.
     bursts: [u64; 2],
     bytes: [u64; 2],
-    /// Chunks forwarded per direction, and the sum of how long each was held in the relay (arrival to the
-    /// moment its write began): the one-way delay actually added, which a loaded machine stretches beyond the
-    /// one asked for (a late wake-up).
+    /// Bursts forwarded per direction, and the sum of how long the first chunk of each was held in the relay
+    /// (arrival to the moment its write began): the one-way latency actually added to each message, which a
+    /// loaded machine stretches beyond the one asked for (a late wake-up). Later chunks of a burst are left
+    /// out: they also wait behind the chunks before them (throughput, not latency).
     chunks: [u64; 2],
     held_ns: [u128; 2],
     connections: u64,
@@ -117,18 +118,20 @@ fn wait_until(deadline: Instant) {
 
 /// Moves bytes from `from` to `to`, each chunk `delay` after it arrived, counting bursts for `direction`.
 fn pump(mut from: TcpStream, mut to: TcpStream, direction: usize, delay: Duration, counts: Arc<Mutex<Counts>>) {
-    let (queue, delayed) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let (queue, delayed) = mpsc::channel::<(Instant, bool, Vec<u8>)>();
     let writer_counts = Arc::clone(&counts);
     let writer = std::thread::spawn(move || {
-        for (arrived, chunk) in delayed {
+        for (arrived, burst_start, chunk) in delayed {
             wait_until(arrived + delay);
             let held = arrived.elapsed().as_nanos();
             if to.write_all(&chunk).is_err() {
                 break;
             }
-            if let Ok(mut counts) = writer_counts.lock() {
-                counts.chunks[direction] += 1;
-                counts.held_ns[direction] += held;
+            if burst_start {
+                if let Ok(mut counts) = writer_counts.lock() {
+                    counts.chunks[direction] += 1;
+                    counts.held_ns[direction] += held;
+                }
             }
         }
         let _ = to.shutdown(Shutdown::Write);
@@ -140,14 +143,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: usize, delay: Duratio
             Ok(n) => n,
         };
         let arrived = Instant::now();
+        let mut burst_start = false;
         if let Ok(mut counts) = counts.lock() {
             if counts.last_direction != Some(direction) {
                 counts.bursts[direction] += 1;
                 counts.last_direction = Some(direction);
+                burst_start = true;
             }
             counts.bytes[direction] += n as u64;
         }
-        if queue.send((arrived, buffer[..n].to_vec())).is_err() {
+        if queue.send((arrived, burst_start, buffer[..n].to_vec())).is_err() {
             break;
         }
     }
