@@ -13,6 +13,7 @@ mod efficiency;
 mod hardware;
 mod metrics;
 mod params;
+mod repetition;
 mod result;
 mod sample;
 mod stats;
@@ -32,6 +33,10 @@ pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles}
 pub use params::{
     ContextParams, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer, FlashAttention, GenerationParams,
     GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode,
+};
+pub use repetition::{
+    ci_half_width_percent, outlier_indices, outliers, Decision, Interleaved, Outliers, PolicyState, RepetitionPolicy,
+    OUTLIER_Z,
 };
 pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
