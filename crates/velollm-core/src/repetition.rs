@@ -123,7 +123,7 @@ pub fn outlier_indices(values: &[f64]) -> Vec<usize> {
     }
     let center = median(values.to_vec());
     let mad = median(values.iter().map(|v| (v - center).abs()).collect());
-    if !(mad > 0.0) {
+    if mad.is_nan() || mad <= 0.0 {
         return Vec::new();
     }
     values.iter().enumerate().filter(|(_, v)| 0.6745 * (*v - center).abs() / mad > OUTLIER_Z).map(|(i, _)| i).collect()
