@@ -61,16 +61,22 @@ pub enum Decision {
 }
 
 impl RepetitionPolicy {
-    /// After a repetition: `rates` are every repetition's rate so far, `timed` the timed work done so far (the
+    /// After a repetition: `rates` are the rates measured so far, `repetitions` the repetitions run (a
+    /// repetition without a rate counts here, not in `rates`), `timed` the timed work done so far (the
     /// repetitions' own durations, nothing between them). Pure: the state goes in and comes out.
     ///
     /// In order: the target met on `consecutive` checks in a row → [`StopRule::CiTarget`]; `max_repetitions`
     /// reached → [`StopRule::MaxRepetitions`]; `max_time` of timed work → [`StopRule::TimeCap`]. A check is
     /// made only when there are at least `min_repetitions` rates and `min_time` of timed work.
-    pub fn decide(&self, state: PolicyState, rates: &[f64], timed: Duration) -> (PolicyState, Decision) {
+    pub fn decide(
+        &self,
+        state: PolicyState,
+        rates: &[f64],
+        repetitions: u32,
+        timed: Duration,
+    ) -> (PolicyState, Decision) {
         let mut state = state;
-        let n = rates.len() as u32;
-        if n >= self.min_repetitions.max(2) && timed >= self.min_time {
+        if rates.len() as u32 >= self.min_repetitions.max(2) && timed >= self.min_time {
             state.checks += 1;
             let met = ci_half_width_percent(rates).is_some_and(|w| w <= self.target_ci_percent);
             state.met_in_a_row = if met { state.met_in_a_row + 1 } else { 0 };
@@ -78,7 +84,7 @@ impl RepetitionPolicy {
                 return (state, Decision::Stop(StopRule::CiTarget));
             }
         }
-        if n >= self.max_repetitions {
+        if repetitions >= self.max_repetitions {
             return (state, Decision::Stop(StopRule::MaxRepetitions));
         }
         if timed >= self.max_time {
@@ -177,10 +183,10 @@ mod tests {
         let p = policy();
         let steady = vec![100.0; 9];
         // Nine identical rates and 30 s: below the minimum count, nothing is checked.
-        let (state, decision) = p.decide(PolicyState::default(), &steady, secs(30.0));
+        let (state, decision) = p.decide(PolicyState::default(), &steady, steady.len() as u32, secs(30.0));
         assert_eq!((state.checks, decision), (0, Decision::Continue));
         // Twenty rates in 1 s: below the minimum time.
-        let (state, decision) = p.decide(PolicyState::default(), &[100.0; 20], secs(1.0));
+        let (state, decision) = p.decide(PolicyState::default(), &[100.0; 20], 20, secs(1.0));
         assert_eq!((state.checks, decision), (0, Decision::Continue));
     }
 
@@ -194,7 +200,7 @@ mod tests {
             if extra > 0 {
                 rates.push(100.0);
             }
-            let (next, decision) = p.decide(state, &rates, secs(5.0));
+            let (next, decision) = p.decide(state, &rates, rates.len() as u32, secs(5.0));
             state = next;
             decisions.push(decision);
         }
@@ -207,7 +213,7 @@ mod tests {
         let p = policy();
         let state = PolicyState { checks: 4, met_in_a_row: 2 };
         let wide = [100.0, 60.0, 140.0, 100.0, 70.0, 130.0, 100.0, 50.0, 150.0, 100.0];
-        let (state, decision) = p.decide(state, &wide, secs(5.0));
+        let (state, decision) = p.decide(state, &wide, wide.len() as u32, secs(5.0));
         assert_eq!((state, decision), (PolicyState { checks: 5, met_in_a_row: 0 }, Decision::Continue));
     }
 
@@ -215,8 +221,11 @@ mod tests {
     fn caps_end_the_row() {
         let p = RepetitionPolicy { max_repetitions: 12, ..policy() };
         let wide: Vec<f64> = (0..12).map(|i| if i % 2 == 0 { 50.0 } else { 150.0 }).collect();
-        assert_eq!(p.decide(PolicyState::default(), &wide, secs(5.0)).1, Decision::Stop(StopRule::MaxRepetitions));
-        assert_eq!(p.decide(PolicyState::default(), &wide[..5], secs(60.0)).1, Decision::Stop(StopRule::TimeCap));
+        assert_eq!(
+            p.decide(PolicyState::default(), &wide, wide.len() as u32, secs(5.0)).1,
+            Decision::Stop(StopRule::MaxRepetitions)
+        );
+        assert_eq!(p.decide(PolicyState::default(), &wide[..5], 5, secs(60.0)).1, Decision::Stop(StopRule::TimeCap));
     }
 
     #[test]
@@ -315,7 +324,7 @@ mod tests {
                 let rate = noise.draw(&mut rng);
                 rates.push(rate);
                 timed += Duration::from_secs_f64(nominal_s / rate);
-                let (next, decision) = policy.decide(state, &rates, timed);
+                let (next, decision) = policy.decide(state, &rates, rates.len() as u32, timed);
                 state = next;
                 if decision != Decision::Continue {
                     break;
