@@ -62,6 +62,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         explicit: args.explicit(),
         download_progress: !args.quiet,
         telemetry: !args.no_telemetry,
+        interleave: args.interleave,
     };
     let is_sweep = plan.instances.len() > plan.spec.tests.len() || plan.spec.tests.iter().any(is_token_test);
     let style = Style::choose(args.quiet, plan.spec.varying().iter().any(|v| !matches!(*v, "test")));
