@@ -195,7 +195,8 @@ fn detect_table_matches_its_json() {
     assert!(hw["memory_bandwidth"].is_null());
     has("Bandwidth  not measured (velollm detect --bandwidth)");
     // Every labelled line of the table was checked above.
-    let labels: Vec<&str> = table.lines().filter(|l| !l.starts_with(' ')).map(|l| l.get(..11).unwrap_or(l).trim()).collect();
+    let labels: Vec<&str> =
+        table.lines().filter(|l| !l.starts_with(' ')).map(|l| l.get(..11).unwrap_or(l).trim()).collect();
     for label in labels {
         assert!(
             ["CPU", "Memory", "OS", "GPUs", "NVML", "Backends", "Devices", "Bandwidth"].contains(&label)
