@@ -348,6 +348,37 @@ impl PlanRunner<'_> {
 mod tests {
     use super::*;
 
+    fn plan(threads: Vec<u32>) -> Plan {
+        let load = LoadParams::default();
+        let context = velollm_core::ContextParams::with_threads(1);
+        Plan::new(crate::plan::SweepSpec {
+            models: vec!["m".into()],
+            backends: vec!["ollama".into()],
+            n_gpu_layers: vec![load.n_gpu_layers],
+            split_mode: vec![load.split_mode],
+            main_gpu: vec![load.main_gpu],
+            use_mmap: vec![load.use_mmap],
+            n_ctx: vec![context.n_ctx],
+            n_batch: vec![context.n_batch],
+            n_ubatch: vec![context.n_ubatch],
+            n_threads: threads,
+            flash_attn: vec![context.flash_attn],
+            type_k: vec![context.type_k],
+            type_v: vec![context.type_v],
+            tests: vec![TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 8, n_depth: 0 }, repetitions: 2 }],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_server_is_interleaved_only_with_one_model_and_set_of_options() {
+        assert!(check_interleave(&plan(vec![1]), &[0], |_| None).is_ok());
+        let error = check_interleave(&plan(vec![1, 2]), &[0], |_| None).unwrap_err().to_string();
+        assert!(error.contains("--interleave: ollama serves one model and set of options at a time"), "{error}");
+        // The same plan on an in-process backend: one model, kept loaded, always fits.
+        assert!(check_interleave(&plan(vec![1, 2]), &[], |_| Some(u64::MAX / 4)).is_ok());
+    }
+
     #[test]
     fn memory_check_counts_every_model_kept_loaded() {
         let gib = 1u64 << 30;
