@@ -42,6 +42,170 @@ fn detect_table_is_readable() {
     assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
 }
 
+/// `binary_size` of the CLI, written again here from its definition (1024-based units, one decimal unless whole).
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (bytes as f64, 0);
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A size as the table prints it, back to bytes (to the precision shown).
+fn parse_size(text: &str) -> f64 {
+    let (number, unit) = text.trim().split_once(' ').unwrap_or_else(|| panic!("not a size: {text}"));
+    let power = ["B", "KiB", "MiB", "GiB", "TiB"].iter().position(|u| *u == unit).unwrap_or_else(|| panic!("{text}"));
+    number.parse::<f64>().unwrap() * 1024f64.powi(power as i32)
+}
+
+/// JSON value as the table prints it: a string's text, a number's digits, `n/a` for null.
+fn shown(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "n/a".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn size_of(value: &serde_json::Value) -> String {
+    value.as_u64().map_or_else(|| "n/a".to_string(), binary_size)
+}
+
+/// Every value of the table is the JSON's value, both from the same binary (two runs: values that move between
+/// runs — free memory, free VRAM, the current clock — are checked within a tolerance, the rest exactly).
+#[test]
+fn detect_table_matches_its_json() {
+    let dir = scratch("detect-table-json");
+    let cmd = |format: &str| {
+        let out = velollm().args(["detect", "--format", format]).env("XDG_CACHE_HOME", &dir).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let hw: serde_json::Value = serde_json::from_str(&cmd("json")).unwrap();
+    let table = cmd("table");
+    let has = |expected: &str| assert!(table.contains(expected), "'{expected}' missing from the table:\n{table}");
+    // A moving size: the text between `before` and `after` on the line starting with `label` is within 10 % (or
+    // 512 MiB) of the JSON's bytes.
+    let near = |line_start: &str, before: &str, after: &str, bytes: &serde_json::Value| {
+        let line = table.lines().find(|l| l.contains(line_start)).unwrap_or_else(|| panic!("{line_start}:\n{table}"));
+        let rest = &line[line.find(before).unwrap_or_else(|| panic!("{before} in {line}")) + before.len()..];
+        let text = &rest[..rest.find(after).unwrap_or_else(|| panic!("{after} in {line}"))];
+        match bytes.as_u64() {
+            None => assert_eq!(text, "n/a", "{line}"),
+            Some(bytes) => {
+                let diff = (parse_size(text) - bytes as f64).abs();
+                assert!(diff <= (bytes as f64 * 0.1).max(512.0 * 1024.0 * 1024.0), "{text} vs {bytes} B: {line}");
+            }
+        }
+    };
+
+    let cpu = &hw["cpu"];
+    let or = |v: &serde_json::Value, absent: &str| v.as_str().unwrap_or(absent).to_string();
+    has(&format!("CPU        {} ({})", or(&cpu["model"], "unknown model"), or(&cpu["vendor"], "unknown vendor")));
+    has(&format!(
+        "{} physical cores, {} logical CPUs, {} socket(s); MHz: base {}, max {}, reported ",
+        shown(&cpu["physical_cores"]),
+        shown(&cpu["logical_cpus"]),
+        shown(&cpu["sockets"]),
+        shown(&cpu["base_mhz"]),
+        shown(&cpu["max_mhz"])
+    ));
+    let reported = table.lines().find_map(|l| l.split("reported ").nth(1)).unwrap().trim();
+    assert_eq!(reported == "n/a", cpu["reported_mhz"].is_null(), "reported MHz {reported} vs {}", cpu["reported_mhz"]);
+    has(&format!(
+        "caches: L1d {}, L2 {}, L3 {} (last level, all instances: {})",
+        size_of(&cpu["l1d_bytes"]),
+        size_of(&cpu["l2_bytes"]),
+        size_of(&cpu["l3_bytes"]),
+        size_of(&cpu["last_level_cache_total_bytes"])
+    ));
+    let simd: Vec<String> = cpu["simd"].as_array().unwrap().iter().map(shown).collect();
+    has(&format!("SIMD: {}", if simd.is_empty() { "none reported".to_string() } else { simd.join(" ") }));
+
+    let memory = &hw["memory"];
+    has(&format!("Memory     {} total, ", size_of(&memory["total_bytes"])));
+    near("Memory", "total, ", " available", &memory["available_bytes"]);
+    has(&format!("; swap {} (", size_of(&memory["swap_total_bytes"])));
+    near("Memory", &format!("swap {} (", size_of(&memory["swap_total_bytes"])), " free)", &memory["swap_free_bytes"]);
+
+    let os = &hw["os"];
+    has(&format!("OS         {}, kernel {}, {}", or(&os["name"], "unknown"), shown(&os["kernel"]), shown(&os["arch"])));
+
+    let gpus = hw["gpus"].as_array().unwrap();
+    if gpus.is_empty() {
+        has("GPUs       none");
+    }
+    for gpu in gpus {
+        let index = &gpu["index"];
+        has(&format!("GPU {index}"));
+        if let Some(name) = gpu["name"].as_str() {
+            has(name);
+        }
+        has(&format!("VRAM {} total, ", size_of(&gpu["vram_total_bytes"])));
+        has(&format!(
+            "driver {} ({}), CUDA {}, compute capability {}",
+            shown(&gpu["driver_version"]),
+            shown(&gpu["kernel_driver"]),
+            shown(&gpu["cuda_driver_version"]),
+            shown(&gpu["compute_capability"])
+        ));
+        has(&format!(
+            "(max gen {} x{}); power limit {} W; memory {} MHz × {} bit → ",
+            shown(&gpu["pcie_gen_max"]),
+            shown(&gpu["pcie_width_max"]),
+            shown(&gpu["power_limit_watts"]),
+            shown(&gpu["max_memory_clock_mhz"]),
+            shown(&gpu["memory_bus_width_bits"])
+        ));
+    }
+
+    let nvml = &hw["nvml"];
+    let nvml_text = match (nvml["available"].as_bool().unwrap(), nvml["error"].as_str()) {
+        (true, None) => format!("loaded (version {})", shown(&nvml["version"])),
+        (true, Some(e)) => format!("loaded, with errors: {e}"),
+        (false, e) => format!("unavailable: {}", e.unwrap_or("unknown reason")),
+    };
+    has(&format!("NVML       {nvml_text}"));
+    let backends: Vec<String> = hw["backends"].as_array().unwrap().iter().map(shown).collect();
+    has(&format!("Backends   {}", if backends.is_empty() { "none".to_string() } else { backends.join(", ") }));
+    let devices = hw["engine_devices"].as_array().unwrap();
+    if devices.is_empty() {
+        has("Devices    none reported by the engines");
+    }
+    for device in devices {
+        let head = format!(
+            "{} {} [{}, {}]: {}, ",
+            shown(&device["engine"]),
+            shown(&device["name"]),
+            shown(&device["backend"]),
+            shown(&device["kind"]),
+            shown(&device["description"])
+        );
+        has(&head);
+        has(&format!(" free of {}", size_of(&device["memory_total_bytes"])));
+        near(&head, &head, " free of", &device["memory_free_bytes"]);
+    }
+    // A fresh cache directory: nothing measured.
+    assert!(hw["memory_bandwidth"].is_null());
+    has("Bandwidth  not measured (velollm detect --bandwidth)");
+    // Every labelled line of the table was checked above.
+    let labels: Vec<&str> =
+        table.lines().filter(|l| !l.starts_with(' ')).map(|l| l.get(..11).unwrap_or(l).trim()).collect();
+    for label in labels {
+        assert!(
+            ["CPU", "Memory", "OS", "GPUs", "NVML", "Backends", "Devices", "Bandwidth"].contains(&label)
+                || label.starts_with("GPU "),
+            "a table line the test does not check: {label}"
+        );
+    }
+}
+
 #[test]
 fn detect_bandwidth_measures_and_caches() {
     let dir = scratch("detect-bandwidth");

@@ -162,21 +162,51 @@ fn depth_is_filled_outside_the_timed_region() {
 
 #[test]
 fn repetitions_auto_says_why_it_stopped() {
-    let (rows, _) = sweep("auto", &["--tg", "8", "-r", "auto", "--target-ci", "50", "--max-time", "30"]);
+    let args = ["--tg", "8", "-r", "auto", "--target-ci", "50", "--max-time", "30", "--min-repetitions", "4"];
+    let (rows, _) = sweep("auto", &[&args[..], &["--min-time", "0.1"]].concat());
     let reps = &rows[0]["repetitions"];
     assert_eq!(reps["mode"], "auto");
     assert_eq!(reps["target_ci_percent"], 50.0);
     assert_eq!(reps["max_time_s"], 30.0);
+    assert_eq!(reps["min_repetitions"], 4);
+    assert_eq!(reps["min_time_s"], 0.1);
+    assert_eq!(reps["consecutive_required"], 5);
     let n = rows[0]["samples"].as_array().unwrap().len();
+    let checks = reps["checks"].as_u64().unwrap() as usize;
     match reps["stopped_because"].as_str().unwrap() {
         "ci_target" => {
-            assert!(n >= 3, "at least the minimum number of repetitions: {n}");
+            assert!(n >= 4 + 4, "the minimum, then five checks in a row: {n}");
+            assert!(checks >= 5 && checks <= n - 3, "{checks} checks over {n} repetitions");
             assert!(reps["ci_half_width_percent"].as_f64().unwrap() <= 50.0);
         }
         "time_cap" => assert!(n >= 1),
         other => panic!("unexpected stop rule {other}"),
     }
+    if n >= 3 {
+        assert!(reps["outliers"]["count"].as_u64().unwrap() as usize <= n);
+    }
     assert_eq!(rows[0]["iterations_completed"].as_u64().unwrap() as usize, n);
+}
+
+#[test]
+fn interleave_pairs_the_rows_of_a_sweep_by_round() {
+    let (rows, _) = sweep("interleave", &["--tg", "8", "--pp", "16", "-t", "1,2", "-r", "3", "--interleave"]);
+    assert_eq!(rows.len(), 4);
+    let run = rows[0]["interleaved"]["run"].as_str().unwrap().to_string();
+    let mut slots: Vec<u64> = Vec::new();
+    for row in &rows {
+        assert_eq!(row["status"], "ok", "{row:#}");
+        assert_eq!(row["interleaved"]["run"], run.as_str());
+        assert_eq!(row["interleaved"]["combinations"], 4);
+        slots.push(row["interleaved"]["slot"].as_u64().unwrap());
+        assert_eq!(row["samples_ts"].as_array().unwrap().len(), 3);
+    }
+    slots.sort_unstable();
+    assert_eq!(slots, [0, 1, 2, 3]);
+    // Round-robin: every row's first repetition ran before any row's third (sample timestamps are per row, so
+    // compare through the rows' finishing order: all four finish in the last round, in slot order).
+    let order: Vec<u64> = rows.iter().map(|r| r["interleaved"]["slot"].as_u64().unwrap()).collect();
+    assert_eq!(order, [0, 1, 2, 3]);
 }
 
 #[test]

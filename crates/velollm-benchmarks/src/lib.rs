@@ -31,6 +31,7 @@ pub mod hf;
 mod model;
 pub mod plan;
 pub mod range;
+mod row;
 mod runner;
 mod suite;
 
@@ -40,10 +41,11 @@ pub use model::{
     user_model_dir, KnownModel, ResolvedModel, DEFAULT_MODEL,
 };
 pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
+pub use row::RowInProgress;
 pub use runner::{
-    available_backends, ci_half_width_percent, prepare, resolve_backend, run_plan, validate_tests, BenchmarkRunner,
-    ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions, RunOutcome, ServerConnection,
-    SuiteOutcome, AUTO_BACKEND,
+    available_backends, ci_half_width_percent, prepare, resolve_backend, run_plan, run_plan_with, validate_tests,
+    BackendFactory, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions,
+    RunOutcome, ServerConnection, SuiteOutcome, AUTO_BACKEND,
 };
 pub use suite::standard_suite;
 pub use velollm_core::{

@@ -4,8 +4,6 @@
 //! parameters, then tests, so a model is loaded once per distinct set of load parameters and a context is
 //! created only when a context parameter changes. Pure data: tested without any model.
 
-use std::time::Duration;
-
 use velollm_core::{
     BenchmarkConfig, ContextParams, DeviceSelection, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode,
     TensorSplit, TokenTest,
@@ -48,21 +46,10 @@ pub enum Repetitions {
     Auto(AutoRepetitions),
 }
 
-/// `--repetitions auto`: stop when the CI half-width is within `target_ci_percent` of the mean (after at
-/// least `min` repetitions), or when `max_time` of timed work or `max` repetitions is reached.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AutoRepetitions {
-    pub target_ci_percent: f64,
-    pub max_time: Duration,
-    pub min: u32,
-    pub max: u32,
-}
-
-impl Default for AutoRepetitions {
-    fn default() -> Self {
-        AutoRepetitions { target_ci_percent: 2.0, max_time: Duration::from_secs(60), min: 3, max: 200 }
-    }
-}
+/// `--repetitions auto`: the rule (velollm-core's [`velollm_core::RepetitionPolicy`], docs/metrics.md) that
+/// stops a row once the CI half-width has met `target_ci_percent` on `consecutive` checks in a row, checked
+/// from `min_repetitions` repetitions and `min_time` of timed work on, or at `max_time` or `max_repetitions`.
+pub type AutoRepetitions = velollm_core::RepetitionPolicy;
 
 /// `n_ctx` 0 in a [`SweepSpec`] (no `--ctx-size`): each context is sized as llama-bench sizes it. A
 /// llama-bench test gets exactly the tokens it puts in the cache, `n_prompt + n_gen + n_depth` (llama.cpp then

@@ -13,17 +13,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use velollm_core::{
-    Aggregates, Backend, BackendError, BenchmarkConfig, BenchmarkResult, DecodeEfficiency, EffectiveContext,
-    EffectiveLoad, EffectiveParams, EngineInfo, Environment, GenerationParams, GenerationRequest, GpuLayers,
-    HardwareInfo, IterationMetrics, IterationTelemetry, LoadParams, LoadedModel, ModelIdentity, ModelSource, RawSample,
-    RepetitionRecord, RequestedParams, RowStatus, RowTelemetry, RunParameters, ServerRecord, Session, SourceKind,
-    StopRule, Summary, TestKind, TestShape, TokenRequest, TokenTest, SCHEMA_VERSION,
+    Backend, BackendError, BenchmarkConfig, BenchmarkResult, Decision, EffectiveContext, EffectiveLoad,
+    EffectiveParams, EngineInfo, Environment, GenerationParams, GenerationRequest, GpuLayers, HardwareInfo,
+    Interleaved, IterationMetrics, LoadParams, LoadedModel, ModelIdentity, ModelSource, PolicyState, RawSample,
+    RowStatus, Session, SourceKind, StopRule, TokenRequest, TokenTest,
 };
 use velollm_hw::telemetry::Telemetry;
 
 use crate::model::{identify_model, resolve_model_source};
 use crate::plan::{Instance, Plan, Repetitions, TestCase};
+use crate::row::{RowBase, RowInProgress, RowMaker};
 use crate::BenchError;
+
+mod interleave;
 
 /// The backends compiled into this build, in the order `auto` prefers them.
 pub fn available_backends() -> Vec<&'static str> {
@@ -131,6 +133,8 @@ pub struct RunOptions {
     /// Record GPU telemetry (NVML) and the process's peak memory around every timed iteration, and embed the
     /// hardware snapshot in every row.
     pub telemetry: bool,
+    /// `--interleave`: run the combinations' repetitions round-robin, one repetition of each per round.
+    pub interleave: bool,
 }
 
 impl Default for RunOptions {
@@ -146,6 +150,7 @@ impl Default for RunOptions {
             explicit: ExplicitEngineParams::default(),
             download_progress: false,
             telemetry: true,
+            interleave: false,
         }
     }
 }
@@ -190,10 +195,11 @@ pub trait Observer: Send {
     fn iteration_started(&mut self, at: &Position<'_>, iteration: u32, warmup: bool) {}
     fn warmup_finished(&mut self, at: &Position<'_>, iteration: u32) {}
     fn iteration_finished(&mut self, at: &Position<'_>, iteration: u32, metrics: &IterationMetrics) {}
-    /// The row in progress after each timed repetition, as it would be saved if the run stopped now
-    /// (incomplete, "interrupted"): lets a caller keep every finished repetition even if the process must end
-    /// before the runner returns.
-    fn row_progress(&mut self, row: &BenchmarkResult) {}
+    /// A row's timed repetitions begin. The handle holds every repetition as it finishes, and builds the row
+    /// as it would be saved if the run stopped now ([`RowInProgress::snapshot`]): a caller that keeps it can
+    /// save every finished repetition even if the process must end before the runner returns. Said once per
+    /// row; under `--interleave` several rows are in progress at once.
+    fn row_in_progress(&mut self, row: &RowInProgress) {}
     /// A row exists: finished, incomplete (kept repetitions, with the error) or failed.
     fn row_finished(&mut self, row: &BenchmarkResult) {}
 }
@@ -213,7 +219,7 @@ pub struct RunOutcome {
 }
 
 /// The models of a plan, resolved and identified before anything slow happens.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PreparedModels {
     /// Per model reference: its file and identity, for the in-process backends that need a file.
     files: BTreeMap<String, (std::path::PathBuf, ModelIdentity)>,
@@ -229,12 +235,14 @@ pub fn prepare(
     mut observer: Option<&mut dyn Observer>,
 ) -> Result<PreparedModels, BenchError> {
     let mut needs_file = false;
-    for name in &plan.spec.backends {
+    let mut server_backends = Vec::new();
+    for (index, name) in plan.spec.backends.iter().enumerate() {
         let backend = make_backend(name, options, first_threads(plan))?;
         match backend.source_kind() {
             SourceKind::File => needs_file = true,
             SourceKind::Server => {
                 backend.check_available()?;
+                server_backends.push(index);
             }
         }
     }
@@ -252,6 +260,10 @@ pub fn prepare(
             }
             files.insert(reference.clone(), (resolved.path, model));
         }
+    }
+    if options.interleave {
+        let bytes = |model: usize| files.get(&plan.spec.models[model]).map(|(_, identity)| identity.bytes);
+        interleave::check_interleave(plan, &server_backends, bytes)?;
     }
     Ok(PreparedModels { files })
 }
@@ -303,6 +315,17 @@ pub fn run_plan(
     options: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, BenchError> {
+    run_plan_with(plan, prepared, options, observer, None)
+}
+
+/// [`run_plan`] with backends made by `factory` where it makes one (a scripted backend in tests).
+pub fn run_plan_with(
+    plan: &Plan,
+    prepared: &PreparedModels,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+    factory: Option<&BackendFactory>,
+) -> Result<RunOutcome, BenchError> {
     // The machine and its sampler, once per run: detection reads /proc, /sys, NVML and the engines' devices.
     let (hardware, telemetry) =
         if options.telemetry { (Some(crate::hardware_info()), Telemetry::start()) } else { (None, Telemetry::none()) };
@@ -319,6 +342,7 @@ pub fn run_plan(
         hardware,
         telemetry,
         busy_machine: None,
+        factory,
     };
     runner.observer.plan_started(plan);
     let interrupted = runner.run()?;
@@ -339,7 +363,12 @@ struct PlanRunner<'p> {
     telemetry: Telemetry,
     /// Said on the row being measured when other processes competed for the cores as it started.
     busy_machine: Option<String>,
+    /// Backends handed in by the caller (tests), tried before the compiled-in ones.
+    factory: Option<&'p BackendFactory>,
 }
+
+/// Makes the backend named by a plan, or `None` to use the compiled-in one of that name.
+pub type BackendFactory = dyn Fn(&str) -> Option<Box<dyn Backend>> + Sync;
 
 /// A warning when the machine was busy with other work as a test started: the one-minute load average minus
 /// this run's own threads (which the average also counts, from the test before) is at least one more runnable
@@ -357,33 +386,84 @@ fn busy_machine_warning(threads: u32) -> Option<String> {
     })
 }
 
-/// What every row of one context shares.
-#[derive(Clone)]
-struct RowBase {
-    backend: String,
-    model: ModelIdentity,
-    environment: Environment,
-    load_ms: Option<f64>,
-    context_ms: Option<f64>,
-    effective: Option<EffectiveParams>,
-    server: Option<ServerRecord>,
-    warnings: Vec<String>,
-    /// Start of this (model, backend) group's clock, for the start-up figure.
+/// A (model, backend) group's backend and model source.
+struct OpenGroup {
+    backend: Box<dyn Backend>,
+    source: ModelSource,
+    file_model: Option<ModelIdentity>,
     group_start: Option<Instant>,
 }
 
-/// How a test's repetitions went.
-struct Repeated {
-    samples: Vec<RawSample>,
-    /// One per sample, taken around it (outside its timed region).
-    telemetry: Vec<IterationTelemetry>,
-    stopped_because: StopRule,
-    error: Option<String>,
+/// A loaded model and what its rows share.
+struct LoadedGroup {
+    model: Box<dyn LoadedModel>,
+    base: RowBase,
+    engine: EngineInfo,
+    effective_load: EffectiveLoad,
+}
+
+enum Loading {
+    Loaded(Box<LoadedGroup>),
+    /// The load failed; its rows say why.
+    Failed,
+    Interrupted,
+}
+
+/// A row whose timed repetitions are under way.
+struct Repeating {
+    row: RowInProgress,
+    rates: Vec<f64>,
+    state: PolicyState,
+    /// Timed work so far: the repetitions' own durations.
+    timed: Duration,
+    repetition: u32,
+    first_timed: Option<Instant>,
+    group_start: Option<Instant>,
+}
+
+/// After one timed repetition: go on, or stop (why, and the error if one ended it).
+enum Step {
+    Continue,
+    Stop(StopRule, Option<String>),
+}
+
+/// One request of `test`: a timed repetition, or a warm-up (llama-bench's: the prompt and one generated token).
+fn run_once(
+    options: &RunOptions,
+    session: &mut dyn Session,
+    test: &TestCase,
+    repetition: u32,
+    warmup: bool,
+) -> Result<RawSample, BackendError> {
+    let seed = u64::from(options.generation.seed);
+    match test {
+        TestCase::Text(config) => session.generate(
+            &GenerationRequest {
+                prompt: config.prompt.clone(),
+                max_tokens: config.max_tokens,
+                seed: options.generation.seed,
+                stop_at_eos: options.generation.stop_at_eos,
+            },
+            &options.cancel,
+        ),
+        TestCase::Tokens { test, .. } => {
+            let test = if warmup { TokenTest { n_gen: test.n_gen.min(1), ..*test } } else { *test };
+            let request = TokenRequest {
+                test,
+                seed: (seed << 32) ^ u64::from(repetition) ^ if warmup { 1 << 31 } else { 0 },
+                depth_seed: (seed << 32) ^ 0xDE_97,
+            };
+            session.run_tokens(&request, &options.cancel)
+        }
+    }
 }
 
 impl PlanRunner<'_> {
     /// Runs every instance; `Ok(true)` when interrupted.
     fn run(&mut self) -> Result<bool, BenchError> {
+        if self.options.interleave {
+            return self.run_interleaved();
+        }
         let instances = &self.plan.instances;
         let mut start = 0;
         while start < instances.len() {
@@ -408,6 +488,23 @@ impl PlanRunner<'_> {
 
     /// One model on one backend: availability, then each load group. `Ok(true)` when interrupted.
     fn run_group(&mut self, group: &[Instance]) -> Result<bool, BenchError> {
+        let Some(open) = self.open_group(group)? else {
+            return Ok(false);
+        };
+        let mut start = 0;
+        while start < group.len() {
+            let end = start + group[start..].iter().take_while(|i| i.load == group[start].load).count();
+            if self.run_load_group(&open, &group[start..end])? {
+                return Ok(true);
+            }
+            start = end;
+        }
+        Ok(false)
+    }
+
+    /// A (model, backend) group begins: its backend, and where its model comes from. `None` when the server
+    /// does not answer (every row of the group is then a failed row).
+    fn open_group(&mut self, group: &[Instance]) -> Result<Option<OpenGroup>, BenchError> {
         let plan = self.plan;
         let backend_name = plan.spec.backends[group[0].backend].as_str();
         let reference = plan.spec.models[group[0].model].as_str();
@@ -419,7 +516,7 @@ impl PlanRunner<'_> {
             Some(Instant::now())
         };
         self.observer.group_started(backend_name, reference);
-        let backend = make_backend(backend_name, self.options, first_threads(plan))?;
+        let backend = self.make_backend(backend_name)?;
         let (source, file_model) = match backend.source_kind() {
             SourceKind::File => {
                 let (path, model) = self.prepared.files.get(reference).cloned().ok_or_else(|| {
@@ -434,23 +531,22 @@ impl PlanRunner<'_> {
                     Err(e) => {
                         self.observer.server_unavailable(backend_name);
                         let base = self.placeholder_base(backend_name, reference, None, group_start);
-                        return self.fail_all(group, &base, &e.to_string());
+                        self.fail_all(group, &base, &e.to_string())?;
+                        return Ok(None);
                     }
                 }
                 (ModelSource::Server(reference.to_string()), None)
             }
         };
         self.cpu_only_notice(backend.as_ref(), group);
+        Ok(Some(OpenGroup { backend, source, file_model, group_start }))
+    }
 
-        let mut start = 0;
-        while start < group.len() {
-            let end = start + group[start..].iter().take_while(|i| i.load == group[start].load).count();
-            if self.run_load_group(backend.as_ref(), &source, file_model.as_ref(), &group[start..end], group_start)? {
-                return Ok(true);
-            }
-            start = end;
+    fn make_backend(&self, name: &str) -> Result<Box<dyn Backend>, BenchError> {
+        if let Some(backend) = self.factory.and_then(|factory| factory(name)) {
+            return Ok(backend);
         }
-        Ok(false)
+        make_backend(name, self.options, first_threads(self.plan))
     }
 
     /// Said once per backend: in a build without a GPU backend every `-ngl` value runs on the CPU.
@@ -536,34 +632,55 @@ impl PlanRunner<'_> {
     }
 
     /// One loaded model and its contexts. `Ok(true)` when interrupted.
-    fn run_load_group(
-        &mut self,
-        backend: &dyn Backend,
-        source: &ModelSource,
-        file_model: Option<&ModelIdentity>,
-        instances: &[Instance],
-        group_start: Option<Instant>,
-    ) -> Result<bool, BenchError> {
+    fn run_load_group(&mut self, open: &OpenGroup, instances: &[Instance]) -> Result<bool, BenchError> {
+        let mut loaded = match self.load(open, instances)? {
+            Loading::Loaded(loaded) => loaded,
+            Loading::Failed => return Ok(false),
+            Loading::Interrupted => return Ok(true),
+        };
+        let mut start = 0;
+        while start < instances.len() {
+            let end = start + instances[start..].iter().take_while(|i| i.context == instances[start].context).count();
+            let context_group = &instances[start..end];
+            if self.run_context_group(
+                loaded.model.as_mut(),
+                &loaded.base,
+                &loaded.engine,
+                &loaded.effective_load,
+                context_group,
+            )? {
+                return Ok(true);
+            }
+            start = end;
+        }
+        Ok(false)
+    }
+
+    /// Loads the model of a load group (instances sharing model, backend and load parameters); a load that
+    /// fails makes every instance a failed row.
+    fn load(&mut self, open: &OpenGroup, instances: &[Instance]) -> Result<Loading, BenchError> {
+        let backend = open.backend.as_ref();
         let backend_name = backend.name();
         let reference = self.plan.spec.models[instances[0].model].as_str();
         let load_params = &instances[0].load;
         if self.cancelled() {
-            return Ok(true);
+            return Ok(Loading::Interrupted);
         }
         self.observer.model_loading(backend_name, load_params);
-        let mut loaded = match backend.load_model(source, load_params, &self.options.cancel) {
+        let loaded = match backend.load_model(&open.source, load_params, &self.options.cancel) {
             Ok(loaded) => loaded,
-            Err(BackendError::Cancelled) => return Ok(true),
+            Err(BackendError::Cancelled) => return Ok(Loading::Interrupted),
             Err(e) => {
-                let base = self.placeholder_base(backend_name, reference, file_model, group_start);
+                let base = self.placeholder_base(backend_name, reference, open.file_model.as_ref(), open.group_start);
                 self.observer.model_load_failed(backend_name, &e.to_string(), instances.len());
-                return self.fail_all(instances, &base, &e.to_string());
+                self.fail_all(instances, &base, &e.to_string())?;
+                return Ok(Loading::Failed);
             }
         };
         self.loads += 1;
         let engine = loaded.engine_info();
         let effective_load = loaded.effective_load();
-        let model = match file_model {
+        let model = match &open.file_model {
             Some(model) => model.clone(),
             None => {
                 let model = loaded.model_identity().ok_or_else(|| {
@@ -585,19 +702,9 @@ impl PlanRunner<'_> {
             effective: None,
             server: None,
             warnings: loaded.load_warnings(),
-            group_start,
+            group_start: open.group_start,
         };
-
-        let mut start = 0;
-        while start < instances.len() {
-            let end = start + instances[start..].iter().take_while(|i| i.context == instances[start].context).count();
-            let context_group = &instances[start..end];
-            if self.run_context_group(loaded.as_mut(), &base, &engine, &effective_load, context_group)? {
-                return Ok(true);
-            }
-            start = end;
-        }
-        Ok(false)
+        Ok(Loading::Loaded(Box::new(LoadedGroup { model: loaded, base, engine, effective_load })))
     }
 
     /// One context and its tests. `Ok(true)` when interrupted.
@@ -619,6 +726,31 @@ impl PlanRunner<'_> {
             Err(e) => return self.fail_all(instances, base, &e.to_string()),
         };
         self.contexts += 1;
+        let base = self.context_base(session.as_mut(), base, engine, effective_load, model_load_ms);
+        let fits = self.check_fit(session.as_mut(), &base, instances)?;
+        for (instance, fits) in instances.iter().zip(fits) {
+            if !fits {
+                continue;
+            }
+            if self.cancelled() {
+                return Ok(true);
+            }
+            if self.run_instance(session.as_mut(), &base, instance)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The base of the rows of a new context: what the engine made of the context parameters.
+    fn context_base(
+        &mut self,
+        session: &mut dyn Session,
+        base: &RowBase,
+        engine: &EngineInfo,
+        effective_load: &EffectiveLoad,
+        model_load_ms: f64,
+    ) -> RowBase {
         let effective_context = session.effective_context();
         let mut warnings = base.warnings.clone();
         let context_warnings = session.context_warnings();
@@ -630,78 +762,38 @@ impl PlanRunner<'_> {
         if server.is_some() {
             self.observer.model_loaded(load_ms, engine, effective_load);
         }
-        let base = RowBase {
+        RowBase {
             load_ms: Some(load_ms),
             context_ms: session.context_ms(),
-            effective: Some(EffectiveParams { load: effective_load.clone(), context: effective_context.clone() }),
+            effective: Some(EffectiveParams { load: effective_load.clone(), context: effective_context }),
             server,
             warnings,
             ..base.clone()
-        };
+        }
+    }
 
-        // Every test must fit before any is timed: a failure an hour into a sweep loses the hour.
+    /// Every test must fit before any is timed (a failure an hour into a sweep loses the hour): a test that
+    /// does not fit becomes a failed row now. Which instances fit.
+    fn check_fit(
+        &mut self,
+        session: &mut dyn Session,
+        base: &RowBase,
+        instances: &[Instance],
+    ) -> Result<Vec<bool>, BenchError> {
+        let n_ctx = base.effective.as_ref().map_or(0, |e| e.context.n_ctx);
         let mut unfit: Vec<Option<String>> = Vec::with_capacity(instances.len());
         for instance in instances {
-            unfit.push(self.fit_error(session.as_mut(), self.plan.test(instance), effective_context.n_ctx)?);
+            unfit.push(self.fit_error(session, self.plan.test(instance), n_ctx)?);
         }
+        let mut fits = Vec::with_capacity(instances.len());
         for (instance, unfit) in instances.iter().zip(unfit) {
+            fits.push(unfit.is_none());
             if let Some(error) = unfit {
-                let row = self.row(&base, instance, Vec::new(), Vec::new(), RowStatus::Failed, Some(error), None, None);
+                let row = self.row(base, instance, Vec::new(), Vec::new(), RowStatus::Failed, Some(error), None, None);
                 self.emit(row);
-                continue;
-            }
-            if self.cancelled() {
-                return Ok(true);
-            }
-            let test = self.plan.test(instance);
-            let config = row_config(&self.plan.spec.models[instance.model], test);
-            let (planned, auto) = match self.options.repetitions {
-                Repetitions::Fixed => (test.fixed_count(), false),
-                Repetitions::Auto(rule) => (rule.max, true),
-            };
-            let at = Position {
-                instance,
-                total: self.plan.instances.len(),
-                backend: &base.backend,
-                config: &config,
-                planned,
-                auto,
-            };
-            let repeated = self.repeat(session.as_mut(), test, &at, &base)?;
-            let first_timed_ms = repeated.first_timed_ms;
-            let repeated = repeated.outcome;
-            let status = match (repeated.samples.is_empty(), repeated.error.is_some()) {
-                (true, _) => RowStatus::Failed,
-                (false, true) => RowStatus::Incomplete,
-                (false, false) => RowStatus::Ok,
-            };
-            let generated_text = match test {
-                TestCase::Text(_) => repeated.samples.first().and_then(|s| session.generated_text(s)),
-                TestCase::Tokens { .. } => None,
-            };
-            let interrupted = repeated.stopped_because == StopRule::Interrupted;
-            if interrupted && repeated.samples.is_empty() {
-                // Stopped before anything of this test was measured: there is nothing to keep.
-                return Ok(true);
-            }
-            let rule = self.repetition_record(test, repeated.stopped_because, &repeated.samples);
-            let mut row = self.row(
-                &base,
-                instance,
-                repeated.samples,
-                repeated.telemetry,
-                status,
-                repeated.error,
-                Some(rule),
-                generated_text,
-            );
-            row.startup_to_first_timed_iteration_ms = first_timed_ms;
-            self.emit(row);
-            if interrupted {
-                return Ok(true);
             }
         }
-        Ok(false)
+        Ok(fits)
     }
 
     /// Why `test` cannot run on this context, if it cannot.
@@ -729,155 +821,172 @@ impl PlanRunner<'_> {
         }
     }
 
-    /// Warm-up, then timed repetitions until the rule says stop.
-    fn repeat(
+    /// Where an instance stands, for the observer.
+    fn position<'a>(&self, instance: &'a Instance, base: &'a RowBase, config: &'a BenchmarkConfig) -> Position<'a> {
+        let test = self.plan.test(instance);
+        let (planned, auto) = match self.options.repetitions {
+            Repetitions::Fixed => (test.fixed_count(), false),
+            Repetitions::Auto(rule) => (rule.max_repetitions, true),
+        };
+        Position { instance, total: self.plan.instances.len(), backend: &base.backend, config, planned, auto }
+    }
+
+    /// One test on an open session: warm-up, then timed repetitions until the rule says stop, then its row.
+    /// `Ok(true)` when interrupted.
+    fn run_instance(
         &mut self,
         session: &mut dyn Session,
-        test: &TestCase,
-        at: &Position<'_>,
         base: &RowBase,
-    ) -> Result<RepeatOutcome, BenchError> {
-        let options = self.options;
-        let group_start = base.group_start;
-        let seed = u64::from(options.generation.seed);
-        let run_once = |session: &mut dyn Session, repetition: u32, warmup: bool| -> Result<RawSample, BackendError> {
-            match test {
-                TestCase::Text(config) => session.generate(
-                    &GenerationRequest {
-                        prompt: config.prompt.clone(),
-                        max_tokens: config.max_tokens,
-                        seed: options.generation.seed,
-                        stop_at_eos: options.generation.stop_at_eos,
-                    },
-                    &options.cancel,
-                ),
-                TestCase::Tokens { test, .. } => {
-                    // llama-bench's warm-up: a full prompt and a single generated token.
-                    let test = if warmup { TokenTest { n_gen: test.n_gen.min(1), ..*test } } else { *test };
-                    let request = TokenRequest {
-                        test,
-                        seed: (seed << 32) ^ u64::from(repetition) ^ if warmup { 1 << 31 } else { 0 },
-                        depth_seed: (seed << 32) ^ 0xDE_97,
-                    };
-                    session.run_tokens(&request, &options.cancel)
-                }
+        instance: &Instance,
+    ) -> Result<bool, BenchError> {
+        let test = self.plan.test(instance);
+        let config = row_config(&self.plan.spec.models[instance.model], test);
+        let at = self.position(instance, base, &config);
+        self.observer.test_started(&at, self.options.warmup_iterations);
+        self.busy_machine = busy_machine_warning(instance.context.n_threads);
+        if let Err((rule, error)) = self.warm_up(session, test, &at) {
+            if rule == StopRule::Interrupted {
+                // Stopped before anything of this test was measured: there is nothing to keep.
+                return Ok(true);
             }
-        };
-        self.observer.test_started(at, options.warmup_iterations);
-        self.busy_machine = busy_machine_warning(at.instance.context.n_threads);
-        let mut telemetry: Vec<IterationTelemetry> = Vec::new();
-        let stopped = |samples: Vec<RawSample>,
-                       telemetry: Vec<IterationTelemetry>,
-                       rule: StopRule,
-                       error: Option<String>,
-                       first_timed_ms| {
-            Ok(RepeatOutcome { outcome: Repeated { samples, telemetry, stopped_because: rule, error }, first_timed_ms })
-        };
-        for i in 1..=options.warmup_iterations {
-            self.observer.iteration_started(at, i, true);
-            match run_once(session, 0, true) {
-                Ok(_) => self.observer.warmup_finished(at, i),
-                Err(BackendError::Cancelled) => {
-                    return stopped(Vec::new(), Vec::new(), StopRule::Interrupted, Some("interrupted".into()), None)
-                }
-                // Something the engine cannot do at all is said as it is, not as a warm-up failure.
-                Err(e @ BackendError::Unsupported(_)) => {
-                    return stopped(Vec::new(), Vec::new(), StopRule::Error, Some(e.to_string()), None)
-                }
-                Err(e) => return stopped(Vec::new(), Vec::new(), StopRule::Error, Some(format!("warm-up: {e}")), None),
-            }
+            let row = self.row(base, instance, Vec::new(), Vec::new(), RowStatus::Failed, Some(error), None, None);
+            self.emit(row);
+            return Ok(false);
         }
-
-        let mut samples = Vec::new();
-        let mut rates = Vec::new();
-        let mut first_timed: Option<Instant> = None;
-        let first_timed_ms =
-            |first: Option<Instant>| group_start.zip(first).map(|(s, f)| f.duration_since(s).as_secs_f64() * 1e3);
-        let mut repetition = 0;
+        let mut repeating = self.start_repeating(base, instance, None);
         loop {
-            repetition += 1;
-            self.observer.iteration_started(at, repetition, false);
-            let started = *first_timed.get_or_insert_with(Instant::now);
-            // Telemetry brackets the engine's whole request; its own clock starts inside it.
-            self.telemetry.begin_iteration(Instant::now());
-            let result = run_once(session, repetition, false);
-            let iteration_telemetry = self.telemetry.end_iteration();
-            match result {
-                Ok(sample) => {
-                    let metrics = IterationMetrics::from_sample(&sample);
-                    self.observer.iteration_finished(at, repetition, &metrics);
-                    rates.extend(metrics.tokens_per_second);
-                    samples.push(sample);
-                    telemetry.push(iteration_telemetry);
-                    let record = self.repetition_record(test, StopRule::Interrupted, &samples);
-                    let mut partial = self.row(
-                        base,
-                        at.instance,
-                        samples.clone(),
-                        telemetry.clone(),
-                        RowStatus::Incomplete,
-                        Some("interrupted".into()),
-                        Some(record),
-                        None,
-                    );
-                    partial.startup_to_first_timed_iteration_ms = first_timed_ms(first_timed);
-                    self.observer.row_progress(&partial);
-                }
-                Err(BackendError::Cancelled) => {
-                    let first = first_timed_ms(first_timed);
-                    return stopped(samples, telemetry, StopRule::Interrupted, Some("interrupted".into()), first);
-                }
-                Err(e) => {
-                    let error = format!("repetition {repetition}: {e}");
-                    return stopped(samples, telemetry, StopRule::Error, Some(error), first_timed_ms(first_timed));
-                }
-            }
-            let rule = match options.repetitions {
-                Repetitions::Fixed if repetition >= test.fixed_count() => Some(StopRule::Count),
-                Repetitions::Fixed => None,
-                Repetitions::Auto(auto) => {
-                    let half_width = ci_half_width_percent(&rates);
-                    if repetition >= auto.min.max(2) && half_width.is_some_and(|w| w <= auto.target_ci_percent) {
-                        Some(StopRule::CiTarget)
-                    } else if repetition >= auto.max {
-                        Some(StopRule::MaxRepetitions)
-                    } else if started.elapsed() >= auto.max_time {
-                        Some(StopRule::TimeCap)
-                    } else {
-                        None
-                    }
-                }
-            };
-            if let Some(rule) = rule {
-                return stopped(samples, telemetry, rule, None, first_timed_ms(first_timed));
+            if let Step::Stop(rule, error) = self.timed_step(session, test, &at, &mut repeating) {
+                return Ok(self.finish(Some(session), test, repeating, rule, error));
             }
         }
     }
 
-    fn repetition_record(&self, test: &TestCase, stopped_because: StopRule, samples: &[RawSample]) -> RepetitionRecord {
-        let rates: Vec<f64> =
-            samples.iter().filter_map(|s| IterationMetrics::from_sample(s).tokens_per_second).collect();
-        let ci_half_width_percent = ci_half_width_percent(&rates);
-        match self.options.repetitions {
-            Repetitions::Fixed => RepetitionRecord {
-                mode: "fixed".into(),
-                requested: test.fixed_count(),
-                target_ci_percent: None,
-                max_time_s: None,
-                min_repetitions: None,
-                stopped_because,
-                ci_half_width_percent,
-            },
-            Repetitions::Auto(auto) => RepetitionRecord {
-                mode: "auto".into(),
-                requested: auto.max,
-                target_ci_percent: Some(auto.target_ci_percent),
-                max_time_s: Some(auto.max_time.as_secs_f64()),
-                min_repetitions: Some(auto.min),
-                stopped_because,
-                ci_half_width_percent,
-            },
+    /// The untimed warm-up iterations; on failure why (the rule, and the row's one-line error).
+    fn warm_up(
+        &mut self,
+        session: &mut dyn Session,
+        test: &TestCase,
+        at: &Position<'_>,
+    ) -> Result<(), (StopRule, String)> {
+        for i in 1..=self.options.warmup_iterations {
+            self.observer.iteration_started(at, i, true);
+            match run_once(self.options, session, test, 0, true) {
+                Ok(_) => self.observer.warmup_finished(at, i),
+                Err(BackendError::Cancelled) => return Err((StopRule::Interrupted, "interrupted".into())),
+                // Something the engine cannot do at all is said as it is, not as a warm-up failure.
+                Err(e @ BackendError::Unsupported(_)) => return Err((StopRule::Error, e.to_string())),
+                Err(e) => return Err((StopRule::Error, format!("warm-up: {e}"))),
+            }
         }
+        Ok(())
+    }
+
+    /// The row maker of an instance (everything its row holds besides the samples).
+    fn maker(&self, base: &RowBase, instance: &Instance, interleaved: Option<Interleaved>) -> RowMaker {
+        RowMaker {
+            base: base.clone(),
+            instance: instance.clone(),
+            test: self.plan.test(instance).clone(),
+            model_reference: self.plan.spec.models[instance.model].clone(),
+            repetitions: self.options.repetitions,
+            generation: self.options.generation.clone(),
+            warmup_iterations: self.options.warmup_iterations,
+            hardware: self.hardware.clone(),
+            busy_machine: self.busy_machine.clone(),
+            interleaved,
+        }
+    }
+
+    /// A row's timed repetitions begin: its handle is made and handed to the observer.
+    fn start_repeating(&mut self, base: &RowBase, instance: &Instance, interleaved: Option<Interleaved>) -> Repeating {
+        let row = RowInProgress::new(self.maker(base, instance, interleaved));
+        self.observer.row_in_progress(&row);
+        Repeating {
+            row,
+            rates: Vec::new(),
+            state: PolicyState::default(),
+            timed: Duration::ZERO,
+            repetition: 0,
+            first_timed: None,
+            group_start: base.group_start,
+        }
+    }
+
+    /// One timed repetition, kept in the row's handle, and the rule's verdict. The work around the timed
+    /// region does not grow with the repetitions done (the policy's interval over the rates aside: a sum over
+    /// at most `max_repetitions` numbers).
+    fn timed_step(&mut self, session: &mut dyn Session, test: &TestCase, at: &Position<'_>, r: &mut Repeating) -> Step {
+        r.repetition += 1;
+        self.observer.iteration_started(at, r.repetition, false);
+        if r.first_timed.is_none() {
+            let now = Instant::now();
+            r.first_timed = Some(now);
+            r.row.set_startup_ms(r.group_start.map(|s| now.duration_since(s).as_secs_f64() * 1e3));
+        }
+        // Telemetry brackets the engine's whole request; its own clock starts inside it.
+        self.telemetry.begin_iteration(Instant::now());
+        let started = Instant::now();
+        let result = run_once(self.options, session, test, r.repetition, false);
+        let took = started.elapsed();
+        let iteration_telemetry = self.telemetry.end_iteration();
+        match result {
+            Ok(sample) => {
+                let metrics = IterationMetrics::from_sample(&sample);
+                self.observer.iteration_finished(at, r.repetition, &metrics);
+                r.rates.extend(metrics.tokens_per_second);
+                r.timed += took;
+                let decision = match self.options.repetitions {
+                    Repetitions::Fixed if r.repetition >= test.fixed_count() => Decision::Stop(StopRule::Count),
+                    Repetitions::Fixed => Decision::Continue,
+                    Repetitions::Auto(policy) => {
+                        let (state, decision) = policy.decide(r.state, &r.rates, r.repetition, r.timed);
+                        r.state = state;
+                        decision
+                    }
+                };
+                let state = matches!(self.options.repetitions, Repetitions::Auto(_)).then_some(r.state);
+                r.row.push(sample, iteration_telemetry, state);
+                match decision {
+                    Decision::Continue => Step::Continue,
+                    Decision::Stop(rule) => Step::Stop(rule, None),
+                }
+            }
+            Err(BackendError::Cancelled) => Step::Stop(StopRule::Interrupted, Some("interrupted".into())),
+            Err(e) => Step::Stop(StopRule::Error, Some(format!("repetition {}: {e}", r.repetition))),
+        }
+    }
+
+    /// The row of a test whose repetitions ended: finished, incomplete (kept repetitions, with the error) or
+    /// failed (none kept). Returns whether the run was interrupted.
+    fn finish(
+        &mut self,
+        session: Option<&mut dyn Session>,
+        test: &TestCase,
+        repeating: Repeating,
+        stopped_because: StopRule,
+        error: Option<String>,
+    ) -> bool {
+        let interrupted = stopped_because == StopRule::Interrupted;
+        let kept = repeating.row.len();
+        if interrupted && kept == 0 {
+            // Stopped before anything of this test was measured: there is nothing to keep.
+            repeating.row.abandon();
+            return true;
+        }
+        let status = match (kept == 0, error.is_some()) {
+            (true, _) => RowStatus::Failed,
+            (false, true) => RowStatus::Incomplete,
+            (false, false) => RowStatus::Ok,
+        };
+        let generated_text = match test {
+            TestCase::Text(_) => {
+                session.and_then(|session| repeating.row.with_first_sample(|s| session.generated_text(s)))
+            }
+            TestCase::Tokens { .. } => None,
+        };
+        let row = repeating.row.finish(status, stopped_because, error, generated_text);
+        self.emit(row);
+        interrupted
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -886,126 +995,21 @@ impl PlanRunner<'_> {
         base: &RowBase,
         instance: &Instance,
         samples: Vec<RawSample>,
-        telemetry: Vec<IterationTelemetry>,
+        telemetry: Vec<velollm_core::IterationTelemetry>,
         status: RowStatus,
         error: Option<String>,
-        repetitions: Option<RepetitionRecord>,
+        repetitions: Option<velollm_core::RepetitionRecord>,
         generated_text: Option<String>,
     ) -> BenchmarkResult {
-        let test = self.plan.test(instance);
-        let config = row_config(&self.plan.spec.models[instance.model], test);
-        let expected_tokens = match test {
-            TestCase::Text(config) => config.max_tokens,
-            TestCase::Tokens { test, .. } => test.n_gen,
-        };
-        let iterations_completed = samples.len() as u32;
-        // Energy per token counts the tokens the test is about: generated ones, and the prompt's for pp/pg.
-        let counted_tokens: Vec<u64> = samples
-            .iter()
-            .map(|s| match test {
-                TestCase::Tokens { test, .. } if test.n_prompt > 0 => s.prompt_tokens + s.token_times_ns.len() as u64,
-                _ => s.token_times_ns.len() as u64 + s.server.as_ref().and_then(|v| v.eval_count).unwrap_or(0),
-            })
-            .collect();
-        let telemetry = (!telemetry.is_empty()).then(|| RowTelemetry::from_iterations(&telemetry, &counted_tokens));
-        let agg = Aggregates::from_samples(samples, expected_tokens);
-        let shape = match test {
-            TestCase::Text(config) => TestShape {
-                kind: TestKind::Text,
-                n_prompt: agg.prompt_eval_count,
-                n_gen: config.max_tokens,
-                n_depth: 0,
-            },
-            TestCase::Tokens { test, .. } => TestShape::of_tokens(test),
-        };
-        let stopped_because = match status {
-            RowStatus::Failed if error.as_deref() == Some("interrupted") => StopRule::Interrupted,
-            RowStatus::Failed => StopRule::Error,
-            _ => StopRule::Count,
-        };
-        let repetitions = repetitions.unwrap_or_else(|| self.repetition_record(test, stopped_because, &[]));
-        let mut warnings = base.warnings.clone();
-        warnings.extend(self.busy_machine.clone().filter(|_| iterations_completed > 0));
-        warnings.extend(agg.warnings);
-        BenchmarkResult {
-            config,
-            tokens_per_second: agg.tokens_per_second.into(),
-            time_to_first_token_ms: agg.time_to_first_token_ms.into(),
-            total_time_ms: agg.total_time_ms.into(),
-            total_tokens: agg.total_tokens,
-            prompt_eval_count: agg.prompt_eval_count,
-            eval_count: agg.eval_count,
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            schema_version: SCHEMA_VERSION,
-            backend: base.backend.clone(),
-            status,
-            error,
-            complete: status == RowStatus::Ok,
-            iterations_completed,
-            test: shape,
-            avg_ns: agg.avg_ns,
-            stddev_ns: agg.stddev_ns,
-            avg_ts: agg.avg_ts,
-            stddev_ts: agg.stddev_ts,
-            samples_ns: agg.samples_ns,
-            samples_ts: agg.samples_ts,
-            repetitions,
-            prompt_tokens_per_second: agg.prompt_tokens_per_second,
-            load_time_ms: base.load_ms,
-            context_time_ms: base.context_ms,
-            startup_to_first_timed_iteration_ms: None,
-            statistics: agg.statistics,
-            harness_overhead: agg.harness_overhead,
-            http_overhead: agg.http_overhead,
-            server: base.server.clone(),
-            warnings,
-            generated_text,
-            samples: agg.records,
-            decode_efficiency: self.decode_efficiency(base, test, agg.tokens_per_second),
-            model: base.model.clone(),
-            parameters: RunParameters {
-                requested: RequestedParams { load: instance.load.clone(), context: instance.context.clone() },
-                effective: base.effective.clone(),
-                generation: self.options.generation.clone(),
-                warmup_iterations: self.options.warmup_iterations,
-            },
-            environment: base.environment.clone(),
-            hardware: self.hardware.clone(),
-            telemetry,
-        }
+        self.maker(base, instance, None).row(samples, telemetry, status, error, repetitions, generated_text)
     }
-
-    /// The decode rate against the memory-bandwidth roofline: text and generation-only tests, where every
-    /// token reads the weights once; `None` without a bandwidth for where the weights are (docs/metrics.md).
-    fn decode_efficiency(&self, base: &RowBase, test: &TestCase, rate: Option<f64>) -> Option<DecodeEfficiency> {
-        let decode_only = match test {
-            TestCase::Text(_) => true,
-            TestCase::Tokens { test, .. } => test.n_prompt == 0,
-        };
-        let load = &base.effective.as_ref()?.load;
-        let bytes_per_token = base.model.weight_bytes_per_token?;
-        let hardware = self.hardware.as_ref()?;
-        if !decode_only {
-            return None;
-        }
-        DecodeEfficiency::for_run(bytes_per_token, rate?, hardware, load.n_gpu_layers?, load.n_layers_total?)
-    }
-}
-
-struct RepeatOutcome {
-    outcome: Repeated,
-    first_timed_ms: Option<f64>,
 }
 
 /// The 95 % CI half-width of the mean of `rates`, in per cent of the mean; absent below two values.
-pub fn ci_half_width_percent(rates: &[f64]) -> Option<f64> {
-    let summary = Summary::of(rates)?;
-    let high = summary.ci95_high?;
-    (summary.mean != 0.0).then(|| (high - summary.mean) / summary.mean.abs() * 100.0)
-}
+pub use velollm_core::ci_half_width_percent;
 
 /// The guide's config for a row: text tests carry theirs; token tests are named like llama-bench's.
-fn row_config(model: &str, test: &TestCase) -> BenchmarkConfig {
+pub(crate) fn row_config(model: &str, test: &TestCase) -> BenchmarkConfig {
     match test {
         TestCase::Text(config) => BenchmarkConfig { model: model.to_string(), ..config.clone() },
         TestCase::Tokens { test, repetitions } => BenchmarkConfig {

@@ -115,6 +115,16 @@ pub struct BenchmarkArgs {
     /// With --repetitions auto: seconds of timed work per test before giving up on the target (default 60).
     #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
     pub max_time: Option<String>,
+    /// With --repetitions auto: repetitions before the CI is first checked (default 20; docs/metrics.md).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub min_repetitions: Option<String>,
+    /// With --repetitions auto: seconds of timed work before the CI is first checked (default 3).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    pub min_time: Option<String>,
+    /// Run the combinations of a sweep round-robin, one repetition of each in turn (models stay loaded side
+    /// by side); rows of the run pair by repetition for `velollm compare`.
+    #[arg(long)]
+    pub interleave: bool,
 
     /// Engine threads, a list or range (default: the physical core count).
     #[arg(short, long, value_name = "LIST", allow_hyphen_values = true)]
@@ -337,16 +347,46 @@ impl BenchmarkArgs {
                 Ok(Duration::from_secs_f64(value))
             })
             .transpose()?;
-        if (target.is_some() || max_time.is_some()) && self.repetitions.is_some() && !auto_asked {
-            return Err(usage("--target-ci and --max-time go with --repetitions auto, not a fixed count"));
+        let defaults = AutoRepetitions::default();
+        let min_repetitions = self
+            .min_repetitions
+            .as_deref()
+            .map(|text| number("--min-repetitions", text, 2, defaults.max_repetitions))
+            .transpose()?;
+        let min_time = self
+            .min_time
+            .as_deref()
+            .map(|text| {
+                let value: f64 = text.trim().parse().map_err(|_| {
+                    usage(format!("invalid --min-time '{text}': not a number of seconds (allowed: 0–86400)"))
+                })?;
+                if !(0.0..=86_400.0).contains(&value) {
+                    return Err(usage(format!("invalid --min-time {value}: out of range (allowed: 0–86400 seconds)")));
+                }
+                Ok(Duration::from_secs_f64(value))
+            })
+            .transpose()?;
+        let auto_flags = target.is_some() || max_time.is_some() || min_repetitions.is_some() || min_time.is_some();
+        if auto_flags && self.repetitions.is_some() && !auto_asked {
+            return Err(usage(
+                "--target-ci, --max-time, --min-repetitions and --min-time go with --repetitions auto, not a fixed count",
+            ));
         }
-        if auto_asked || target.is_some() || max_time.is_some() {
-            let defaults = AutoRepetitions::default();
+        if auto_asked || auto_flags {
             let auto = AutoRepetitions {
                 target_ci_percent: target.unwrap_or(defaults.target_ci_percent),
                 max_time: max_time.unwrap_or(defaults.max_time),
+                min_repetitions: min_repetitions.unwrap_or(defaults.min_repetitions),
+                min_time: min_time.unwrap_or(defaults.min_time),
                 ..defaults
             };
+            if auto.min_time > auto.max_time {
+                return Err(usage(format!(
+                    "--min-time {} is more than --max-time {}: the CI would never be checked",
+                    auto.min_time.as_secs_f64(),
+                    auto.max_time.as_secs_f64()
+                )));
+            }
             return Ok((Repetitions::Auto(auto), fixed));
         }
         Ok((Repetitions::Fixed, fixed))

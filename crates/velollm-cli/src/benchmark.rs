@@ -63,6 +63,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         explicit: args.explicit(),
         download_progress: !args.quiet,
         telemetry: !args.no_telemetry,
+        interleave: args.interleave,
     };
     let is_sweep = plan.instances.len() > plan.spec.tests.len() || plan.spec.tests.iter().any(is_token_test);
     let style = Style::choose(args.quiet, plan.spec.varying().iter().any(|v| !matches!(*v, "test")));
@@ -341,7 +342,8 @@ fn save_and_exit(shared: &Shared, why: &str) {
         // The main flow is writing the results itself.
         return;
     }
-    save_rows_and_exit(collected, &format!("interrupted ({why})"), EXIT_INTERRUPTED)
+    let rows = collected.all_rows();
+    save_rows_and_exit(collected, rows, &format!("interrupted ({why})"), EXIT_INTERRUPTED)
 }
 
 /// Exit status when llama.cpp had to stop the process (an RPC server went away), after saving every row.
@@ -423,19 +425,27 @@ fn engine_stopped(message: &str) {
     } else {
         format!("RPC server {} went away during the run (ggml: {ggml_said})", gone.join(", "))
     };
-    let mut collected = lock(shared);
-    if let Some(row) = collected.in_progress.as_mut() {
+    let collected = lock(shared);
+    // The rows being measured end here: failed, with what was measured of them and the endpoint named.
+    let mut rows = collected.rows.clone();
+    for mut row in collected.in_progress.iter().filter(|r| !r.is_finished()).filter_map(|r| r.snapshot()) {
         row.status = RowStatus::Failed;
         row.error = Some(why.clone());
+        rows.push(row);
     }
     let phase = collected.phase.clone();
     eprintln!();
-    save_rows_and_exit(collected, &format!("{why}; while {phase}"), EXIT_ENGINE_STOPPED)
+    save_rows_and_exit(collected, rows, &format!("{why}; while {phase}"), EXIT_ENGINE_STOPPED)
 }
 
-/// Writes every row (the one in progress last) to the outputs, says what was kept, and ends the process.
-fn save_rows_and_exit(mut collected: std::sync::MutexGuard<'_, Collected>, what: &str, code: u8) -> ! {
-    let rows = collected.all_rows();
+/// Writes `rows` (every finished row, those in progress last) to the outputs, says what was kept, and ends the
+/// process.
+fn save_rows_and_exit(
+    mut collected: std::sync::MutexGuard<'_, Collected>,
+    rows: Vec<BenchmarkResult>,
+    what: &str,
+    code: u8,
+) -> ! {
     let saved = if collected.finalizing { Vec::new() } else { collected.outputs.finish(&rows) };
     let (saved_to, errors) = describe_saves(&saved);
     for error in &errors {

@@ -4,15 +4,16 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use velollm_benchmarks::{EngineInfo, Observer, Plan, Position};
+use velollm_benchmarks::{EngineInfo, Observer, Plan, Position, RowInProgress};
 use velollm_core::{BenchmarkResult, EffectiveContext, EffectiveLoad, IterationMetrics, LoadParams, ModelIdentity};
 use velollm_export::Outputs;
 
 /// What the run has produced so far, shared with the interrupt handler.
 pub struct Collected {
     pub rows: Vec<BenchmarkResult>,
-    /// The row being measured, with its finished repetitions (saved as incomplete if the run must end now).
-    pub in_progress: Option<BenchmarkResult>,
+    /// The rows being measured (several under --interleave): each handle holds its finished repetitions and
+    /// builds the row (incomplete) only if the run must end now.
+    pub in_progress: Vec<RowInProgress>,
     pub outputs: Outputs,
     /// What the run is doing, for the interrupt message ("loading the model", "repetition 3/5 of pp512"…).
     pub phase: String,
@@ -34,7 +35,7 @@ impl Collected {
     pub fn new(outputs: Outputs) -> Collected {
         Collected {
             rows: Vec::new(),
-            in_progress: None,
+            in_progress: Vec::new(),
             outputs,
             phase: "starting".into(),
             finalizing: false,
@@ -42,10 +43,10 @@ impl Collected {
         }
     }
 
-    /// Every row, with the one in progress (if any) last.
+    /// Every row, with those in progress (any with a finished repetition) last.
     pub fn all_rows(&self) -> Vec<BenchmarkResult> {
         let mut rows = self.rows.clone();
-        rows.extend(self.in_progress.clone());
+        rows.extend(self.in_progress.iter().filter_map(RowInProgress::snapshot));
         rows
     }
 }
@@ -74,13 +75,15 @@ impl Observer for Collector {
         lock(&self.shared).failed_loads.push(failed);
     }
 
-    fn row_progress(&mut self, row: &BenchmarkResult) {
-        lock(&self.shared).in_progress = Some(row.clone());
+    fn row_in_progress(&mut self, row: &RowInProgress) {
+        lock(&self.shared).in_progress.push(row.clone());
     }
 
     fn row_finished(&mut self, row: &BenchmarkResult) {
         let mut shared = lock(&self.shared);
-        shared.in_progress = None;
+        // The runner marks a row's handle finished before it hands the row over, so the handle that goes
+        // here is this row's (a snapshot taken in between gives the finished row, not a duplicate).
+        shared.in_progress.retain(|r| !r.is_finished());
         shared.rows.push(row.clone());
         let rows = shared.rows.clone();
         let errors = shared.outputs.row_finished(&rows);
@@ -155,9 +158,9 @@ impl<A: Observer, B: Observer> Observer for Both<A, B> {
         self.0.iteration_finished(at, iteration, metrics);
         self.1.iteration_finished(at, iteration, metrics);
     }
-    fn row_progress(&mut self, row: &BenchmarkResult) {
-        self.0.row_progress(row);
-        self.1.row_progress(row);
+    fn row_in_progress(&mut self, row: &RowInProgress) {
+        self.0.row_in_progress(row);
+        self.1.row_in_progress(row);
     }
     fn row_finished(&mut self, row: &BenchmarkResult) {
         self.0.row_finished(row);

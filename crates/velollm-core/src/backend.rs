@@ -374,6 +374,94 @@ mod tests {
         assert!(matches!(cancelled, Err(BackendError::Cancelled)));
     }
 
+    /// Work of known duration inside the timed regions: every measured interval holds at least that work
+    /// (lower bounds only; a busy machine may stretch any step, so no upper bound is asserted).
+    #[test]
+    fn timed_token_intervals_hold_the_work_inside_them() {
+        use std::time::Duration;
+        let (prompt, step) = (Duration::from_millis(20), Duration::from_millis(4));
+        let test = crate::TokenTest { n_prompt: 6, n_gen: 5, n_depth: 0 };
+        let before = std::time::Instant::now();
+        let sample = timed_token_test(
+            &test,
+            3,
+            100,
+            None,
+            &AtomicBool::new(false),
+            |_| {
+                std::thread::sleep(prompt);
+                Ok(())
+            },
+            |_| {
+                std::thread::sleep(step);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let outside = before.elapsed().as_nanos() as u64;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        assert!(sample.prompt_eval_ns >= ns(prompt), "prompt {} ns", sample.prompt_eval_ns);
+        for (i, &t) in sample.token_times_ns.iter().enumerate() {
+            assert!(t >= ns(prompt) + ns(step) * (i as u64 + 1), "token {i} at {t} ns");
+        }
+        for gap in sample.token_times_ns.windows(2).map(|w| w[1] - w[0]) {
+            assert!(gap >= ns(step), "gap {gap} ns");
+        }
+        let test_ns = sample.test_ns.unwrap();
+        assert!(test_ns >= ns(prompt) + 5 * ns(step), "test {test_ns} ns");
+        assert!(test_ns <= outside, "the timed region lies inside the call");
+        // Through the one place rates are computed: the rate is at most the work allows.
+        let metrics = crate::IterationMetrics::from_sample(&sample);
+        let rate = metrics.tokens_per_second.unwrap();
+        let fastest = 11.0 / (prompt + 5 * step).as_secs_f64();
+        assert!(rate <= fastest, "{rate} t/s > {fastest}");
+    }
+
+    #[test]
+    fn timed_text_intervals_hold_the_work_inside_them() {
+        use std::time::Duration;
+        let (before_first, step) = (Duration::from_millis(15), Duration::from_millis(4));
+        let start = std::time::Instant::now();
+        // Tokenization and prompt evaluation happen after `start` and before the first token.
+        std::thread::sleep(before_first);
+        let out = decode_greedy(
+            start,
+            &request(6, false),
+            &AtomicBool::new(false),
+            |_| false,
+            |previous| {
+                if previous.is_some() {
+                    std::thread::sleep(step);
+                }
+                Ok(1)
+            },
+        )
+        .unwrap();
+        let ns = |d: Duration| d.as_nanos() as u64;
+        assert!(out.token_times_ns[0] >= ns(before_first));
+        for gap in out.token_times_ns.windows(2).map(|w| w[1] - w[0]) {
+            assert!(gap >= ns(step), "gap {gap} ns");
+        }
+        let sample = crate::RawSample {
+            prompt_tokens: 3,
+            tokenize_ns: 0,
+            prompt_eval_ns: ns(before_first),
+            token_times_ns: out.token_times_ns,
+            stop_reason: out.stop_reason,
+            eog_tokens: 0,
+            token_ids: out.token_ids,
+            engine_counters: None,
+            server: None,
+            test_ns: None,
+            depth_tokens: 0,
+            depth_prepare_ns: None,
+        };
+        let metrics = crate::IterationMetrics::from_sample(&sample);
+        assert!(metrics.ttft_ms.unwrap() >= before_first.as_secs_f64() * 1e3);
+        assert!(metrics.eval_ms.unwrap() >= (5 * step).as_secs_f64() * 1e3);
+        assert!(metrics.tokens_per_second.unwrap() <= 1.0 / step.as_secs_f64());
+    }
+
     #[test]
     fn stop_at_eos_and_cancel() {
         let start = std::time::Instant::now();

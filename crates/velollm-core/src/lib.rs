@@ -14,6 +14,7 @@ mod efficiency;
 mod hardware;
 mod metrics;
 mod params;
+mod repetition;
 mod result;
 mod sample;
 mod stats;
@@ -33,6 +34,10 @@ pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles}
 pub use params::{
     ContextParams, DevicePlacement, DeviceSelection, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer,
     FlashAttention, GenerationParams, GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode, TensorSplit,
+};
+pub use repetition::{
+    ci_half_width_percent, outlier_indices, outliers, Decision, Interleaved, Outliers, PolicyState, RepetitionPolicy,
+    OUTLIER_Z,
 };
 pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,

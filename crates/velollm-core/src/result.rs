@@ -235,6 +235,19 @@ pub struct RepetitionRecord {
     pub stopped_because: StopRule,
     /// The CI half-width reached, in per cent of the mean (auto mode, and whenever it is defined).
     pub ci_half_width_percent: Option<f64>,
+    /// Auto mode: the least timed work, in seconds, before the interval is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_time_s: Option<f64>,
+    /// Auto mode: how many checks in a row had to meet the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_required: Option<u32>,
+    /// Auto mode: the checks made (repetitions after both minimums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<u32>,
+    /// Repetitions whose rate is an outlier by the robust rule of [`crate::Outliers`] (three rates or more);
+    /// flagged only, they stay in the statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<crate::Outliers>,
 }
 
 /// One row: one test on one model, backend and set of parameters.
@@ -278,6 +291,9 @@ pub struct BenchmarkResult {
     #[serde(default)]
     pub samples_ts: Vec<f64>,
     pub repetitions: RepetitionRecord,
+    /// `--interleave`: the run this row's repetitions were interleaved in; its i-th sample ran in round i.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interleaved: Option<crate::Interleaved>,
     /// Mean of the per-iteration prompt-evaluation rates.
     pub prompt_tokens_per_second: Option<f64>,
     /// Model load (file to ready model), once per load group, never part of an iteration.

@@ -5,6 +5,8 @@
 
 #![recursion_limit = "256"]
 
+pub mod scripted;
+
 use serde_json::{json, Value};
 use velollm_core::{Aggregates, BenchmarkResult, GpuLayers, RawSample, StopReason, TestKind};
 
