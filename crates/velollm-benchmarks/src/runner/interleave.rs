@@ -1,5 +1,5 @@
 //! `--interleave`: the repetitions of every combination of a plan run round-robin, one repetition of each
-//! combination per round, in plan order, so that a slow phase of the machine (a busy neighbour, thermal
+//! combination per round, in plan order and in reverse order every other round, so that a slow phase of the machine (a busy neighbour, thermal
 //! throttling) falls on every combination alike, and the rows of the run pair by repetition index.
 //!
 //! Every model of the plan (one per distinct model, backend and load parameters) is loaded up front and kept
@@ -190,9 +190,23 @@ impl PlanRunner<'_> {
         let mut round = 0u32;
         while combinations.iter().any(|c| !c.done) {
             round += 1;
-            for slot in slots.iter_mut() {
-                for context in slot.contexts.clone() {
-                    let active: Vec<usize> = context.clone().filter(|&i| !combinations[i].done).collect();
+            // Every other round runs the combinations in reverse order, so a steady drift of the machine (it
+            // warming up, a neighbour ramping up) falls on every combination alike instead of always favouring
+            // the first of a round.
+            let reverse = round % 2 == 0;
+            let slot_order: Vec<usize> =
+                if reverse { (0..slots.len()).rev().collect() } else { (0..slots.len()).collect() };
+            for slot_index in slot_order {
+                let slot = &mut slots[slot_index];
+                let mut contexts = slot.contexts.clone();
+                if reverse {
+                    contexts.reverse();
+                }
+                for context in contexts {
+                    let mut active: Vec<usize> = context.clone().filter(|&i| !combinations[i].done).collect();
+                    if reverse {
+                        active.reverse();
+                    }
                     if active.is_empty() {
                         continue;
                     }
