@@ -391,6 +391,28 @@ mod tests {
         assert!(err.contains("does not speak ggml RPC") && err.contains("HTTP/1.1 400 Bad Request"), "{err}");
     }
 
+    /// A server of another protocol version answers the handshake with its version: refused, both named.
+    #[test]
+    fn a_server_of_another_protocol_version_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 1 + 8 + CONN_CAPS_SIZE];
+            stream.read_exact(&mut hello).unwrap();
+            assert_eq!(hello[0], CMD_HELLO, "the handshake is ggml's HELLO");
+            assert_eq!(u64::from_le_bytes(hello[1..9].try_into().unwrap()), CONN_CAPS_SIZE as u64);
+            let mut answer = (HELLO_ANSWER_SIZE as u64).to_le_bytes().to_vec();
+            answer.extend_from_slice(&[6, 1, 0, 0]);
+            answer.extend_from_slice(&[0; CONN_CAPS_SIZE]);
+            stream.write_all(&answer).unwrap();
+        });
+        let err = probe(&format!("127.0.0.1:{port}")).unwrap_err();
+        server.join().unwrap();
+        assert!(err.contains("it speaks RPC protocol 6.1.0, this velollm 7.0.0"), "{err}");
+        assert!(err.contains("run the same velollm build on both hosts"), "{err}");
+    }
+
     #[test]
     fn a_silent_peer_times_out_with_a_reason() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
