@@ -193,7 +193,7 @@ impl PlanRunner<'_> {
             // Every other round runs the combinations in reverse order, so a steady drift of the machine (it
             // warming up, a neighbour ramping up) falls on every combination alike instead of always favouring
             // the first of a round.
-            let reverse = round % 2 == 0;
+            let reverse = round.is_multiple_of(2);
             let slot_order: Vec<usize> =
                 if reverse { (0..slots.len()).rev().collect() } else { (0..slots.len()).collect() };
             for slot_index in slot_order {
