@@ -7,7 +7,7 @@ use velollm_benchmarks::{
     run_plan_with, AutoRepetitions, Observer, Plan, Position, PreparedModels, Repetitions, RowInProgress, RunOptions,
     RunOutcome, SweepSpec, TestCase,
 };
-use velollm_core::{BenchmarkConfig, BenchmarkResult, ContextParams, LoadParams, RowStatus, StopRule, TokenTest};
+use velollm_core::{BenchmarkConfig, BenchmarkResult, RowStatus, StopRule, TokenTest};
 use velollm_fixtures::scripted::{Reply, Scripted};
 
 fn text(name: &str, iterations: u32, max_tokens: u32) -> TestCase {
@@ -25,27 +25,7 @@ fn tg(n_gen: u32, repetitions: u32) -> TestCase {
 }
 
 fn plan(tests: Vec<TestCase>, threads: &[u32]) -> Plan {
-    let load = LoadParams::default();
-    let context = ContextParams::with_threads(1);
-    Plan::new(SweepSpec {
-        models: vec!["m".into()],
-        backends: vec!["scripted".into()],
-        n_gpu_layers: vec![load.n_gpu_layers],
-        split_mode: vec![load.split_mode],
-        main_gpu: vec![load.main_gpu],
-        use_mmap: vec![load.use_mmap],
-        devices: vec![load.devices.clone()],
-        tensor_split: vec![load.tensor_split.clone()],
-        n_ctx: vec![context.n_ctx],
-        n_batch: vec![context.n_batch],
-        n_ubatch: vec![context.n_ubatch],
-        n_threads: threads.to_vec(),
-        flash_attn: vec![context.flash_attn],
-        type_k: vec![context.type_k],
-        type_v: vec![context.type_v],
-        tests,
-    })
-    .unwrap()
+    Plan::new(SweepSpec { n_threads: threads.to_vec(), ..SweepSpec::single("m", "scripted", 1, tests) }).unwrap()
 }
 
 fn options(warmup: u32, repetitions: Repetitions) -> RunOptions {

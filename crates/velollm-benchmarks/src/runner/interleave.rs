@@ -363,25 +363,10 @@ mod tests {
     use super::*;
 
     fn plan(threads: Vec<u32>) -> Plan {
-        let load = LoadParams::default();
-        let context = velollm_core::ContextParams::with_threads(1);
+        let test = TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 8, n_depth: 0 }, repetitions: 2 };
         Plan::new(crate::plan::SweepSpec {
-            models: vec!["m".into()],
-            backends: vec!["ollama".into()],
-            n_gpu_layers: vec![load.n_gpu_layers],
-            split_mode: vec![load.split_mode],
-            main_gpu: vec![load.main_gpu],
-            use_mmap: vec![load.use_mmap],
-            devices: vec![load.devices.clone()],
-            tensor_split: vec![load.tensor_split.clone()],
-            n_ctx: vec![context.n_ctx],
-            n_batch: vec![context.n_batch],
-            n_ubatch: vec![context.n_ubatch],
             n_threads: threads,
-            flash_attn: vec![context.flash_attn],
-            type_k: vec![context.type_k],
-            type_v: vec![context.type_v],
-            tests: vec![TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 8, n_depth: 0 }, repetitions: 2 }],
+            ..crate::plan::SweepSpec::single("m", "ollama", 1, vec![test])
         })
         .unwrap()
     }
