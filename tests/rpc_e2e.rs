@@ -308,6 +308,10 @@ fn rpc_server_refuses_a_busy_port_and_stops_on_ctrl_c() {
 
     let out = run(&["rpc-server", "--device", "GPU9", "--port", &free_port().to_string()]);
     assert_clean_failure(&out, "invalid --device 'GPU9': no such device here");
+    // A cache directory that cannot be made is refused before the server says it started.
+    let out = run(&["rpc-server", "--cache", "/proc/velollm-cache", "--port", &free_port().to_string()]);
+    assert_clean_failure(&out, "cannot create the cache directory /proc/velollm-cache");
+    assert_eq!(out.status.code(), Some(2));
 
     // Beyond loopback: ggml's warning that the protocol has no authentication, then Ctrl-C stops it.
     let port = free_port();

@@ -69,8 +69,7 @@ pub fn run(args: RpcServerArgs) -> anyhow::Result<ExitCode> {
         cache_dir: args.cache.clone(),
     };
     // Every check that can fail does so before the server starts: an unknown device, a busy port.
-    llamacpp_rpc::serve_devices(&options.devices).map_err(UsageError)?;
-    llamacpp_rpc::check_listen(&options.host, options.port).map_err(UsageError)?;
+    let server = llamacpp_rpc::prepare_server(&options).map_err(UsageError)?;
     if !loopback {
         eprintln!("{EXPOSED_WARNING}");
     }
@@ -88,8 +87,7 @@ pub fn run(args: RpcServerArgs) -> anyhow::Result<ExitCode> {
         libc::signal(libc::SIGINT, stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, stop as *const () as libc::sighandler_t);
     }
-    llamacpp_rpc::serve(&options).map_err(|e| anyhow::anyhow!(e))?;
-    Ok(ExitCode::FAILURE)
+    Err(anyhow::anyhow!(server.run()))
 }
 
 /// Ends `velollm rpc-server` on Ctrl-C without running static destructors while ggml's server thread is

@@ -321,7 +321,13 @@ impl std::str::FromStr for TensorSplit {
             .map(|part| part.trim().parse::<f32>().ok().filter(|p| p.is_finite() && *p >= 0.0))
             .collect::<Option<_>>()
             .ok_or_else(invalid)?;
-        if proportions.iter().all(|p| *p == 0.0) || proportions.len() > 16 {
+        if proportions.len() > 16 {
+            return Err(format!(
+                "invalid tensor split '{text}': {} proportions, at most 16 devices",
+                proportions.len()
+            ));
+        }
+        if proportions.iter().all(|p| *p == 0.0) {
             return Err(invalid());
         }
         Ok(TensorSplit(proportions))
@@ -569,6 +575,7 @@ mod tests {
         assert_eq!(split.proportions(), [3.0, 1.0]);
         assert_eq!(split.to_string(), "3/1");
         assert!("auto".parse::<TensorSplit>().unwrap().is_default());
+        assert!("1/".repeat(17).trim_end_matches('/').parse::<TensorSplit>().unwrap_err().contains("at most 16"));
         for bad in ["0/0", "1/-1", "a/b", "nan", "inf/1"] {
             assert!(bad.parse::<TensorSplit>().is_err(), "{bad}");
         }

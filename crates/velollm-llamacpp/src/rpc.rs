@@ -46,12 +46,12 @@ pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
     let endpoint = endpoint.trim();
     let invalid =
         |why: &str| format!("invalid RPC endpoint '{endpoint}': {why} (expected HOST:PORT, e.g. 127.0.0.1:50052)");
+    if endpoint.matches(':').count() > 1 {
+        return Err(invalid("ggml's RPC client takes an IPv4 address or a host name, not an IPv6 address"));
+    }
     let (host, port) = endpoint.split_once(':').ok_or_else(|| invalid("no port"))?;
     if host.is_empty() {
         return Err(invalid("no host"));
-    }
-    if port.contains(':') {
-        return Err(invalid("ggml's RPC client takes an IPv4 address or a host name, not an IPv6 address"));
     }
     let port: u16 = port.parse().ok().filter(|&p| p > 0).ok_or_else(|| invalid("the port is not 1–65535"))?;
     Ok((host.to_string(), port))
@@ -219,18 +219,29 @@ pub fn connected_endpoints() -> Vec<String> {
 }
 
 /// The connected endpoints that no longer accept connections (a killed server's port refuses; a live one,
-/// even busy with this process, still accepts).
+/// even busy with this process, still accepts). A dying server's connection may close a moment before its
+/// listening socket does, so an answer of "all alive" is asked again for up to a second.
 pub fn unreachable_endpoints() -> Vec<String> {
-    connected_endpoints()
-        .into_iter()
-        .filter(|endpoint| {
-            resolve(endpoint)
-                .and_then(|address| {
-                    TcpStream::connect_timeout(&address, Duration::from_millis(500)).map_err(|e| e.to_string())
-                })
-                .is_err()
-        })
-        .collect()
+    let refusing = || -> Vec<String> {
+        connected_endpoints()
+            .into_iter()
+            .filter(|endpoint| {
+                resolve(endpoint)
+                    .and_then(|address| {
+                        TcpStream::connect_timeout(&address, Duration::from_millis(500)).map_err(|e| e.to_string())
+                    })
+                    .is_err()
+            })
+            .collect()
+    };
+    for _ in 0..10 {
+        let gone = refusing();
+        if !gone.is_empty() {
+            return gone;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Vec::new()
 }
 
 static FATAL_HOOK: OnceLock<fn(&str)> = OnceLock::new();
@@ -308,15 +319,25 @@ pub fn check_listen(host: &str, port: u16) -> Result<(), String> {
     })
 }
 
-/// Runs ggml's RPC server in this thread until the process ends. Returns only when ggml gives up (it could
-/// not listen or accept).
-pub fn serve(options: &ServeOptions) -> Result<(), String> {
+/// A server whose every check passed (devices, address, cache directory), ready to run.
+pub struct PreparedServer {
+    start_server: StartServerFn,
+    devices: Vec<llama_cpp_sys_2::ggml_backend_dev_t>,
+    endpoint: CString,
+    cache: Option<CString>,
+    threads: usize,
+}
+
+/// Checks everything a server needs before it starts: its devices exist, the port is free, the cache
+/// directory can be created. Each failure is one line.
+pub fn prepare_server(options: &ServeOptions) -> Result<PreparedServer, String> {
     let devices = serve_devices(&options.devices)?;
     check_listen(&options.host, options.port)?;
+    let cache = options.cache_dir.as_deref().map(cache_dir_c_string).transpose()?;
     let start_server = rpc_function("ggml_backend_rpc_start_server")?;
     // SAFETY: the address is ggml's `ggml_backend_rpc_start_server`, whose signature StartServerFn restates.
     let start_server: StartServerFn = unsafe { std::mem::transmute(start_server) };
-    let mut handles: Vec<llama_cpp_sys_2::ggml_backend_dev_t> = Vec::new();
+    let mut handles = Vec::new();
     for device in &devices {
         let name = CString::new(device.name.as_str()).map_err(|_| "invalid device name".to_string())?;
         // SAFETY: a registry lookup by NUL-terminated name.
@@ -328,21 +349,25 @@ pub fn serve(options: &ServeOptions) -> Result<(), String> {
     }
     let endpoint =
         CString::new(format!("{}:{}", options.host, options.port)).map_err(|_| "invalid host".to_string())?;
-    let cache = match &options.cache_dir {
-        Some(dir) => Some(cache_dir_c_string(dir)?),
-        None => None,
-    };
-    // SAFETY: every pointer outlives the call, which only returns when the server stops.
-    unsafe {
-        start_server(
-            endpoint.as_ptr(),
-            cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-            options.threads as usize,
-            handles.len(),
-            handles.as_mut_ptr(),
-        )
-    };
-    Err(format!("the RPC server on {}:{} stopped (ggml could not listen or accept)", options.host, options.port))
+    Ok(PreparedServer { start_server, devices: handles, endpoint, cache, threads: options.threads as usize })
+}
+
+impl PreparedServer {
+    /// Runs ggml's RPC server in this thread until the process ends. Returns only when ggml gives up (it
+    /// could not listen or accept).
+    pub fn run(mut self) -> String {
+        // SAFETY: every pointer outlives the call, which only returns when the server stops.
+        unsafe {
+            (self.start_server)(
+                self.endpoint.as_ptr(),
+                self.cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+                self.threads,
+                self.devices.len(),
+                self.devices.as_mut_ptr(),
+            )
+        };
+        format!("the RPC server on {} stopped (ggml could not listen or accept)", self.endpoint.to_string_lossy())
+    }
 }
 
 fn cache_dir_c_string(dir: &Path) -> Result<CString, String> {
@@ -363,6 +388,7 @@ mod tests {
             let err = parse_endpoint(bad).unwrap_err();
             assert!(err.starts_with("invalid RPC endpoint"), "{bad}: {err}");
         }
+        assert!(parse_endpoint("::1:50052").unwrap_err().contains("not an IPv6 address"));
         assert_eq!(parse_endpoints("a:1,b:2").unwrap(), ["a:1", "b:2"]);
         assert!(parse_endpoints("a:1,a:1").unwrap_err().contains("given twice"));
     }
