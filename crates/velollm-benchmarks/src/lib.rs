@@ -43,11 +43,13 @@ pub use model::{
 pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
 pub use row::RowInProgress;
 pub use runner::{
-    available_backends, ci_half_width_percent, prepare, resolve_backend, run_plan, run_plan_with, validate_tests,
-    BackendFactory, BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions,
-    RunOutcome, ServerConnection, SuiteOutcome, AUTO_BACKEND,
+    available_backends, prepare, resolve_backend, run_plan, run_plan_with, validate_tests, BackendFactory,
+    BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions, RunOutcome,
+    ServerConnection, SuiteOutcome, AUTO_BACKEND,
 };
 pub use suite::standard_suite;
+/// The 95 % CI half-width of the mean of `rates`, in per cent of the mean; absent below two values.
+pub use velollm_core::ci_half_width_percent;
 pub use velollm_core::{
     BackendError, BenchmarkConfig, BenchmarkResult, ContextParams, EngineInfo, FlashAttention, GenerationParams,
     GpuLayers, IterationMetrics, KvCacheType, LoadParams, Measured, ModelIdentity, RowStatus, SplitMode, TokenTest,

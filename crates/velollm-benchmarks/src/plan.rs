@@ -5,51 +5,12 @@
 //! created only when a context parameter changes. Pure data: tested without any model.
 
 use velollm_core::{
-    BenchmarkConfig, ContextParams, DeviceSelection, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode,
-    TensorSplit, TokenTest,
+    ContextParams, DeviceSelection, FlashAttention, GpuLayers, KvCacheType, LoadParams, SplitMode, TensorSplit,
 };
 
 use crate::BenchError;
 
-/// One test of a plan.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TestCase {
-    /// The guide's benchmark: a prompt, a fixed output length, `iterations` timed runs.
-    Text(BenchmarkConfig),
-    /// A llama-bench test with its repetition count.
-    Tokens { test: TokenTest, repetitions: u32 },
-}
-
-impl TestCase {
-    pub fn name(&self) -> String {
-        match self {
-            TestCase::Text(config) => config.name.clone(),
-            TestCase::Tokens { test, .. } => test.name(),
-        }
-    }
-
-    /// The repetitions a fixed-count run does.
-    pub fn fixed_count(&self) -> u32 {
-        match self {
-            TestCase::Text(config) => config.iterations,
-            TestCase::Tokens { repetitions, .. } => *repetitions,
-        }
-    }
-}
-
-/// How many timed repetitions a test gets.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Repetitions {
-    /// Each test's own count (the suite's 5/3/3, `--iterations`, `-r N`).
-    Fixed,
-    /// Repeat until the 95 % confidence interval of the rate is narrow enough, or a cap is reached.
-    Auto(AutoRepetitions),
-}
-
-/// `--repetitions auto`: the rule (velollm-core's [`velollm_core::RepetitionPolicy`], docs/metrics.md) that
-/// stops a row once the CI half-width has met `target_ci_percent` on `consecutive` checks in a row, checked
-/// from `min_repetitions` repetitions and `min_time` of timed work on, or at `max_time` or `max_repetitions`.
-pub type AutoRepetitions = velollm_core::RepetitionPolicy;
+pub use velollm_core::{AutoRepetitions, Repetitions, TestCase};
 
 /// `n_ctx` 0 in a [`SweepSpec`] (no `--ctx-size`): each context is sized as llama-bench sizes it. A
 /// llama-bench test gets exactly the tokens it puts in the cache, `n_prompt + n_gen + n_depth` (llama.cpp then
@@ -326,6 +287,7 @@ fn count_changes<'a, K: PartialEq>(instances: &'a [Instance], key: impl Fn(&'a I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use velollm_core::{BenchmarkConfig, TokenTest};
 
     fn tests(n: usize) -> Vec<TestCase> {
         (0..n)

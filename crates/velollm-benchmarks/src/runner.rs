@@ -6,207 +6,56 @@
 //! context the engine rejects, a prompt that does not fit, an error in iteration k) becomes a row marked
 //! failed or incomplete with its one-line error, and the sweep goes on. Ctrl-C (the `cancel` flag) ends
 //! the current repetition and the run; every finished repetition is kept in an incomplete row.
+//!
+//! In parts: which backends exist and how each is made (`registry`), the options of a run (`options`), what the
+//! caller hears (`observer`), the guide's API on top (`guide`), the round-robin order of `--interleave`
+//! (`interleave`). When to stop repeating is velollm-core's pure [`Repetitions::decide`], and rows are built by
+//! velollm-core's [`RowBuilder`]; this file only carries the plan out.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use velollm_core::{
-    Backend, BackendError, BenchmarkConfig, BenchmarkResult, Decision, EffectiveContext, EffectiveLoad,
-    EffectiveParams, EngineInfo, Environment, GenerationParams, GenerationRequest, GpuLayers, HardwareInfo,
-    Interleaved, IterationMetrics, LoadParams, LoadedModel, ModelIdentity, ModelSource, PolicyState, RawSample,
-    RowStatus, Session, SourceKind, StopRule, TokenRequest, TokenTest,
+    Backend, BackendError, BenchmarkConfig, BenchmarkResult, Decision, EffectiveLoad, EffectiveParams, EngineInfo,
+    Environment, GenerationRequest, GpuLayers, HardwareInfo, Interleaved, IterationMetrics, LoadedModel, ModelIdentity,
+    ModelSource, PolicyState, RawSample, RequestedParams, RowBuilder, RowStatus, Session, SourceKind, StopRule,
+    TokenRequest, TokenTest,
 };
 use velollm_hw::telemetry::Telemetry;
 
 use crate::model::{identify_model, resolve_model_source};
 use crate::plan::{Instance, Plan, Repetitions, TestCase};
-use crate::row::{RowBase, RowInProgress, RowMaker};
+use crate::row::RowInProgress;
 use crate::BenchError;
 
+mod guide;
 mod interleave;
+mod observer;
+mod options;
+mod registry;
 
-/// The backends compiled into this build, in the order `auto` prefers them.
-pub fn available_backends() -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if cfg!(feature = "llamacpp") {
-        names.push("llamacpp");
-    }
-    if cfg!(feature = "candle") {
-        names.push("candle");
-    }
-    if cfg!(feature = "ollama") {
-        names.push("ollama");
-    }
-    names
+pub use guide::{validate_tests, BenchmarkRunner, SuiteOutcome};
+pub use observer::{NoObserver, Observer, Position};
+pub use options::{ExplicitEngineParams, RunOptions, ServerConnection};
+pub use registry::{available_backends, resolve_backend, BackendFactory, AUTO_BACKEND};
+use registry::{first_threads, make_backend};
+
+/// What every row of one context shares, and when its (model, backend) group started (for the start-up
+/// figure, which only the runner knows).
+#[derive(Clone)]
+pub(crate) struct RowBase {
+    pub row: velollm_core::RowBase,
+    pub group_start: Option<Instant>,
 }
 
-/// The name `auto` stands for: llama.cpp when compiled in, otherwise candle (never a server backend, which
-/// measures something else).
-pub const AUTO_BACKEND: &str = "auto";
-
-/// Resolves a backend name as users type it (`auto` included) to a backend compiled into this build.
-pub fn resolve_backend(name: &str) -> Result<&'static str, BenchError> {
-    let available = available_backends();
-    let in_process: Vec<&str> = available.iter().copied().filter(|&b| b == "llamacpp" || b == "candle").collect();
-    if name == AUTO_BACKEND {
-        return in_process.first().copied().ok_or_else(|| BenchError::UnknownBackend {
-            name: name.to_string(),
-            available: if available.is_empty() {
-                "none".to_string()
-            } else {
-                format!(
-                    "{}; -b auto picks an in-process engine (llamacpp or candle) and this build has neither, so name \
-                     the backend",
-                    available.join(", ")
-                )
-            },
-        });
-    }
-    available.iter().copied().find(|&b| b == name).ok_or_else(|| BenchError::UnknownBackend {
-        name: name.to_string(),
-        available: if available.is_empty() {
-            "none".to_string()
-        } else if in_process.is_empty() {
-            available.join(", ")
-        } else {
-            format!("auto, {}", available.join(", "))
-        },
-    })
-}
-
-/// How to reach a server backend (Ollama). Ignored by in-process engines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConnection {
-    /// `--ollama-url`; `None` falls back to `OLLAMA_HOST`, then `http://localhost:11434`.
-    pub url: Option<String>,
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response (a stalled stream fails instead of hanging).
-    pub idle_timeout: Duration,
-    /// Longest wait for the untimed model load.
-    pub load_timeout: Duration,
-    /// Leave the model loaded on the server after the run (default: unload it).
-    pub keep_loaded: bool,
-}
-
-impl Default for ServerConnection {
-    fn default() -> Self {
-        ServerConnection {
-            url: None,
-            connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(120),
-            load_timeout: Duration::from_secs(600),
-            keep_loaded: false,
-        }
+impl Deref for RowBase {
+    type Target = velollm_core::RowBase;
+    fn deref(&self) -> &velollm_core::RowBase {
+        &self.row
     }
 }
-
-/// Which engine parameters the user set explicitly. A server applies its own defaults to the rest, so only
-/// these are forwarded to it (in-process engines use every parameter).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ExplicitEngineParams {
-    pub threads: bool,
-    pub n_gpu_layers: bool,
-    pub batch_size: bool,
-}
-
-/// How a run is carried out. Every field ends up in the results.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub generation: GenerationParams,
-    /// Untimed iterations before each test's timed ones.
-    pub warmup_iterations: u32,
-    pub repetitions: Repetitions,
-    /// Show the engine's own log output (through `tracing`).
-    pub engine_logs: bool,
-    /// Set it (e.g. on Ctrl-C) to stop after the current token; finished repetitions are kept.
-    pub cancel: Arc<AtomicBool>,
-    /// When the process started, to report the time to the first timed iteration.
-    pub process_start: Option<Instant>,
-    /// Server backends: where the server is and how long to wait for it.
-    pub server: ServerConnection,
-    /// Which parameters the user chose (server backends forward only those).
-    pub explicit: ExplicitEngineParams,
-    /// Draw a progress bar while a model is downloaded.
-    pub download_progress: bool,
-    /// Record GPU telemetry (NVML) and the process's peak memory around every timed iteration, and embed the
-    /// hardware snapshot in every row.
-    pub telemetry: bool,
-    /// `--interleave`: run the combinations' repetitions round-robin, one repetition of each per round.
-    pub interleave: bool,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            generation: GenerationParams::default(),
-            warmup_iterations: 1,
-            repetitions: Repetitions::Fixed,
-            engine_logs: false,
-            cancel: Arc::new(AtomicBool::new(false)),
-            process_start: None,
-            server: ServerConnection::default(),
-            explicit: ExplicitEngineParams::default(),
-            download_progress: false,
-            telemetry: true,
-            interleave: false,
-        }
-    }
-}
-
-/// Where in the plan an event happens.
-#[derive(Debug, Clone, Copy)]
-pub struct Position<'a> {
-    pub instance: &'a Instance,
-    /// Instances in the plan.
-    pub total: usize,
-    pub backend: &'a str,
-    /// The row's config (the guide's; for token tests `name` is `pp512`, …).
-    pub config: &'a BenchmarkConfig,
-    /// Timed repetitions planned: the fixed count, or the most `--repetitions auto` allows.
-    pub planned: u32,
-    /// Whether the count is decided by `--repetitions auto`.
-    pub auto: bool,
-}
-
-/// Hears about each step of a run. Called between timed regions, never inside one.
-#[allow(unused_variables)]
-pub trait Observer: Send {
-    fn plan_started(&mut self, plan: &Plan) {}
-    /// A note said once, up front (e.g. that an `-ngl` sweep runs on the CPU in this build).
-    fn notice(&mut self, text: &str) {}
-    /// Work on a (model, backend) pair begins.
-    fn group_started(&mut self, backend: &str, model: &str) {}
-    /// A server backend is about to be checked.
-    fn server_checking(&mut self, backend: &str) {}
-    /// The server answered, with its version when it says one.
-    fn server_available(&mut self, backend: &str, version: Option<&str>) {}
-    /// The server did not answer (the rows say why).
-    fn server_unavailable(&mut self, backend: &str) {}
-    fn model_identified(&mut self, model: &ModelIdentity) {}
-    fn model_loading(&mut self, backend: &str, load: &LoadParams) {}
-    fn model_loaded(&mut self, load_ms: f64, engine: &EngineInfo, effective: &EffectiveLoad) {}
-    /// The model did not load: one failure, said once; the `rows` rows it was to run follow as failed rows with
-    /// `error` (through [`Observer::row_finished`]).
-    fn model_load_failed(&mut self, backend: &str, error: &str, rows: usize) {}
-    fn context_created(&mut self, effective: &EffectiveContext, warnings: &[String]) {}
-    fn test_started(&mut self, at: &Position<'_>, warmup_iterations: u32) {}
-    fn iteration_started(&mut self, at: &Position<'_>, iteration: u32, warmup: bool) {}
-    fn warmup_finished(&mut self, at: &Position<'_>, iteration: u32) {}
-    fn iteration_finished(&mut self, at: &Position<'_>, iteration: u32, metrics: &IterationMetrics) {}
-    /// A row's timed repetitions begin. The handle holds every repetition as it finishes, and builds the row
-    /// as it would be saved if the run stopped now ([`RowInProgress::snapshot`]): a caller that keeps it can
-    /// save every finished repetition even if the process must end before the runner returns. Said once per
-    /// row; under `--interleave` several rows are in progress at once.
-    fn row_in_progress(&mut self, row: &RowInProgress) {}
-    /// A row exists: finished, incomplete (kept repetitions, with the error) or failed.
-    fn row_finished(&mut self, row: &BenchmarkResult) {}
-}
-
-/// An observer that ignores everything.
-pub struct NoObserver;
-impl Observer for NoObserver {}
 
 /// What a run produced: every row, and whether it was interrupted.
 #[derive(Debug)]
@@ -268,46 +117,6 @@ pub fn prepare(
     Ok(PreparedModels { files })
 }
 
-/// The thread count candle's process-wide pools get: the first the plan asks for.
-fn first_threads(plan: &Plan) -> u32 {
-    plan.spec.n_threads.first().copied().unwrap_or(1)
-}
-
-fn make_backend(name: &str, options: &RunOptions, threads: u32) -> Result<Box<dyn Backend>, BenchError> {
-    let _ = threads;
-    match resolve_backend(name)? {
-        #[cfg(feature = "llamacpp")]
-        "llamacpp" => Ok(Box::new(velollm_llamacpp::LlamaCppBackend::new(options.engine_logs))),
-        #[cfg(feature = "candle")]
-        "candle" => Ok(Box::new(velollm_candle::CandleBackend::new(threads))),
-        #[cfg(feature = "ollama")]
-        "ollama" => {
-            let server = &options.server;
-            let url = velollm_ollama::base_url(server.url.as_deref())
-                .map_err(|e| BenchError::Backend(BackendError::Server(e.to_string())))?;
-            let explicit = options.explicit;
-            Ok(Box::new(velollm_ollama::OllamaBackend::new(velollm_ollama::OllamaSettings {
-                url,
-                timeouts: velollm_ollama::client::Timeouts {
-                    connect: server.connect_timeout,
-                    idle: server.idle_timeout,
-                    load: server.load_timeout,
-                },
-                explicit: velollm_ollama::ExplicitOptions {
-                    num_gpu: explicit.n_gpu_layers,
-                    num_thread: explicit.threads,
-                    num_batch: explicit.batch_size,
-                },
-                keep_loaded: server.keep_loaded,
-            })))
-        }
-        other => {
-            let _ = options;
-            Err(BenchError::Internal(format!("backend '{other}' is listed but not constructible")))
-        }
-    }
-}
-
 /// Carries out `plan`. Rows reach `observer` as they finish; the outcome holds them all.
 pub fn run_plan(
     plan: &Plan,
@@ -366,9 +175,6 @@ struct PlanRunner<'p> {
     /// Backends handed in by the caller (tests), tried before the compiled-in ones.
     factory: Option<&'p BackendFactory>,
 }
-
-/// Makes the backend named by a plan, or `None` to use the compiled-in one of that name.
-pub type BackendFactory = dyn Fn(&str) -> Option<Box<dyn Backend>> + Sync;
 
 /// A warning when the machine was busy with other work as a test started: the one-minute load average minus
 /// this run's own threads (which the average also counts, from the test before) is at least one more runnable
@@ -596,14 +402,16 @@ impl PlanRunner<'_> {
             weight_bytes_per_token: None,
         });
         RowBase {
-            backend: backend.to_string(),
-            model,
-            environment: self.environment(backend, None),
-            load_ms: None,
-            context_ms: None,
-            effective: None,
-            server: None,
-            warnings: Vec::new(),
+            row: velollm_core::RowBase {
+                backend: backend.to_string(),
+                model,
+                environment: self.environment(backend, None),
+                load_ms: None,
+                context_ms: None,
+                effective: None,
+                server: None,
+                warnings: Vec::new(),
+            },
             group_start,
         }
     }
@@ -694,14 +502,16 @@ impl PlanRunner<'_> {
             self.observer.model_loaded(loaded.load_ms(), &engine, &effective_load);
         }
         let base = RowBase {
-            backend: backend_name.to_string(),
-            model,
-            environment: self.environment(backend_name, Some(&engine)),
-            load_ms: Some(loaded.load_ms()),
-            context_ms: None,
-            effective: None,
-            server: None,
-            warnings: loaded.load_warnings(),
+            row: velollm_core::RowBase {
+                backend: backend_name.to_string(),
+                model,
+                environment: self.environment(backend_name, Some(&engine)),
+                load_ms: Some(loaded.load_ms()),
+                context_ms: None,
+                effective: None,
+                server: None,
+                warnings: loaded.load_warnings(),
+            },
             group_start: open.group_start,
         };
         Ok(Loading::Loaded(Box::new(LoadedGroup { model: loaded, base, engine, effective_load })))
@@ -763,12 +573,15 @@ impl PlanRunner<'_> {
             self.observer.model_loaded(load_ms, engine, effective_load);
         }
         RowBase {
-            load_ms: Some(load_ms),
-            context_ms: session.context_ms(),
-            effective: Some(EffectiveParams { load: effective_load.clone(), context: effective_context }),
-            server,
-            warnings,
-            ..base.clone()
+            row: velollm_core::RowBase {
+                load_ms: Some(load_ms),
+                context_ms: session.context_ms(),
+                effective: Some(EffectiveParams { load: effective_load.clone(), context: effective_context }),
+                server,
+                warnings,
+                ..base.row.clone()
+            },
+            group_start: base.group_start,
         }
     }
 
@@ -824,10 +637,8 @@ impl PlanRunner<'_> {
     /// Where an instance stands, for the observer.
     fn position<'a>(&self, instance: &'a Instance, base: &'a RowBase, config: &'a BenchmarkConfig) -> Position<'a> {
         let test = self.plan.test(instance);
-        let (planned, auto) = match self.options.repetitions {
-            Repetitions::Fixed => (test.fixed_count(), false),
-            Repetitions::Auto(rule) => (rule.max_repetitions, true),
-        };
+        let repetitions = self.options.repetitions;
+        let (planned, auto) = (repetitions.planned(test.fixed_count()), matches!(repetitions, Repetitions::Auto(_)));
         Position { instance, total: self.plan.instances.len(), backend: &base.backend, config, planned, auto }
     }
 
@@ -840,7 +651,7 @@ impl PlanRunner<'_> {
         instance: &Instance,
     ) -> Result<bool, BenchError> {
         let test = self.plan.test(instance);
-        let config = row_config(&self.plan.spec.models[instance.model], test);
+        let config = test.row_config(&self.plan.spec.models[instance.model]);
         let at = self.position(instance, base, &config);
         self.observer.test_started(&at, self.options.warmup_iterations);
         self.busy_machine = busy_machine_warning(instance.context.n_threads);
@@ -882,10 +693,10 @@ impl PlanRunner<'_> {
     }
 
     /// The row maker of an instance (everything its row holds besides the samples).
-    fn maker(&self, base: &RowBase, instance: &Instance, interleaved: Option<Interleaved>) -> RowMaker {
-        RowMaker {
-            base: base.clone(),
-            instance: instance.clone(),
+    fn maker(&self, base: &RowBase, instance: &Instance, interleaved: Option<Interleaved>) -> RowBuilder {
+        RowBuilder {
+            base: base.row.clone(),
+            requested: RequestedParams { load: instance.load.clone(), context: instance.context.clone() },
             test: self.plan.test(instance).clone(),
             model_reference: self.plan.spec.models[instance.model].clone(),
             repetitions: self.options.repetitions,
@@ -935,15 +746,9 @@ impl PlanRunner<'_> {
                 self.observer.iteration_finished(at, r.repetition, &metrics);
                 r.rates.extend(metrics.tokens_per_second);
                 r.timed += took;
-                let decision = match self.options.repetitions {
-                    Repetitions::Fixed if r.repetition >= test.fixed_count() => Decision::Stop(StopRule::Count),
-                    Repetitions::Fixed => Decision::Continue,
-                    Repetitions::Auto(policy) => {
-                        let (state, decision) = policy.decide(r.state, &r.rates, r.repetition, r.timed);
-                        r.state = state;
-                        decision
-                    }
-                };
+                let (state, decision) =
+                    self.options.repetitions.decide(test.fixed_count(), r.state, &r.rates, r.repetition, r.timed);
+                r.state = state;
                 let state = matches!(self.options.repetitions, Repetitions::Auto(_)).then_some(r.state);
                 r.row.push(sample, iteration_telemetry, state);
                 match decision {
@@ -1002,214 +807,5 @@ impl PlanRunner<'_> {
         generated_text: Option<String>,
     ) -> BenchmarkResult {
         self.maker(base, instance, None).row(samples, telemetry, status, error, repetitions, generated_text)
-    }
-}
-
-/// The 95 % CI half-width of the mean of `rates`, in per cent of the mean; absent below two values.
-pub use velollm_core::ci_half_width_percent;
-
-/// The guide's config for a row: text tests carry theirs; token tests are named like llama-bench's.
-pub(crate) fn row_config(model: &str, test: &TestCase) -> BenchmarkConfig {
-    match test {
-        TestCase::Text(config) => BenchmarkConfig { model: model.to_string(), ..config.clone() },
-        TestCase::Tokens { test, repetitions } => BenchmarkConfig {
-            name: test.name(),
-            model: model.to_string(),
-            prompt: String::new(),
-            max_tokens: test.n_gen,
-            iterations: *repetitions,
-        },
-    }
-}
-
-/// Runs benchmarks on one backend: the guide's API.
-pub struct BenchmarkRunner {
-    backend: String,
-    options: RunOptions,
-    load: LoadParams,
-    context: velollm_core::ContextParams,
-}
-
-/// What a suite produced: every row that finished, and the error that stopped it, if any.
-#[derive(Debug)]
-pub struct SuiteOutcome {
-    pub results: Vec<BenchmarkResult>,
-    pub error: Option<BenchError>,
-}
-
-impl BenchmarkRunner {
-    /// A runner for the backend named `backend` with default options: llama-bench's parameters with the
-    /// physical core count as threads. An unknown name is reported when the runner runs, with the list of
-    /// backends compiled in.
-    pub fn new(backend: &str) -> BenchmarkRunner {
-        BenchmarkRunner {
-            backend: backend.to_string(),
-            options: RunOptions::default(),
-            load: LoadParams::default(),
-            context: velollm_core::ContextParams::with_threads(velollm_hw::default_threads()),
-        }
-    }
-
-    pub fn with_options(mut self, options: RunOptions) -> BenchmarkRunner {
-        self.options = options;
-        self
-    }
-
-    /// The load and context parameters every benchmark of this runner uses.
-    pub fn with_params(mut self, load: LoadParams, context: velollm_core::ContextParams) -> BenchmarkRunner {
-        self.load = load;
-        self.context = context;
-        self
-    }
-
-    pub fn options(&self) -> &RunOptions {
-        &self.options
-    }
-
-    pub fn backend(&self) -> &str {
-        &self.backend
-    }
-
-    /// Loads `config.model` and runs one benchmark.
-    pub async fn run(&self, config: &BenchmarkConfig) -> Result<BenchmarkResult, BenchError> {
-        let (mut outcome, _) = self.run_suite(&config.model, vec![config.clone()], NoObserver).await;
-        match (outcome.error, outcome.results.pop()) {
-            (Some(error), _) => Err(error),
-            (None, Some(row)) if row.status == RowStatus::Failed => {
-                Err(BenchError::Backend(BackendError::Generation(row.error.unwrap_or_default())))
-            }
-            (None, Some(row)) => Ok(row),
-            (None, None) => Err(BenchError::Internal("no result".into())),
-        }
-    }
-
-    /// Loads `model` once and runs `configs` in order on it. The observer is handed back at the end.
-    pub async fn run_suite<O: Observer + 'static>(
-        &self,
-        model: &str,
-        configs: Vec<BenchmarkConfig>,
-        mut observer: O,
-    ) -> (SuiteOutcome, O) {
-        let options = self.options.clone();
-        let spec = crate::plan::SweepSpec {
-            models: vec![model.to_string()],
-            backends: vec![self.backend.clone()],
-            n_gpu_layers: vec![self.load.n_gpu_layers],
-            split_mode: vec![self.load.split_mode],
-            main_gpu: vec![self.load.main_gpu],
-            use_mmap: vec![self.load.use_mmap],
-            devices: vec![self.load.devices.clone()],
-            tensor_split: vec![self.load.tensor_split.clone()],
-            n_ctx: vec![self.context.n_ctx],
-            n_batch: vec![self.context.n_batch],
-            n_ubatch: vec![self.context.n_ubatch],
-            n_threads: vec![self.context.n_threads],
-            flash_attn: vec![self.context.flash_attn],
-            type_k: vec![self.context.type_k],
-            type_v: vec![self.context.type_v],
-            tests: configs.into_iter().map(TestCase::Text).collect(),
-        };
-        // In-process engines block and are timing-sensitive: they run on a blocking thread.
-        let joined = tokio::task::spawn_blocking(move || {
-            let outcome = validate_tests(&spec.tests).and_then(|()| Plan::new(spec)).and_then(|plan| {
-                let prepared = prepare(&plan, &options, Some(&mut observer))?;
-                run_plan(&plan, &prepared, &options, &mut observer)
-            });
-            let outcome = match outcome {
-                Ok(run) => {
-                    SuiteOutcome { error: run.interrupted.then_some(BenchError::Interrupted), results: run.rows }
-                }
-                Err(error) => SuiteOutcome { results: Vec::new(), error: Some(error) },
-            };
-            (outcome, observer)
-        })
-        .await;
-        // The blocking task owns the observer; if it panicked there is nothing to hand back.
-        match joined {
-            Ok(done) => done,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-}
-
-/// Checks what can be checked of the tests without a model.
-pub fn validate_tests(tests: &[TestCase]) -> Result<(), BenchError> {
-    if tests.is_empty() {
-        return Err(BenchError::InvalidConfig("no benchmarks to run".into()));
-    }
-    for test in tests {
-        match test {
-            TestCase::Text(config) => {
-                if config.iterations == 0 {
-                    return Err(BenchError::InvalidConfig(format!("{}: iterations must be at least 1", config.name)));
-                }
-                if config.max_tokens == 0 {
-                    return Err(BenchError::InvalidConfig(format!("{}: max_tokens must be at least 1", config.name)));
-                }
-                if config.prompt.is_empty() {
-                    return Err(BenchError::InvalidConfig(format!("{}: the prompt is empty", config.name)));
-                }
-            }
-            TestCase::Tokens { test, repetitions } => {
-                if *repetitions == 0 {
-                    return Err(BenchError::InvalidConfig(format!("{}: repetitions must be at least 1", test.name())));
-                }
-                if test.timed_tokens() == 0 {
-                    return Err(BenchError::InvalidConfig("a test must process at least one token".into()));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(iterations: u32, max_tokens: u32) -> BenchmarkConfig {
-        BenchmarkConfig { name: "t".into(), model: "m".into(), prompt: "p".into(), max_tokens, iterations }
-    }
-
-    #[test]
-    fn rejects_zero_iterations_and_tokens() {
-        let text = |c| vec![TestCase::Text(c)];
-        assert!(validate_tests(&text(config(0, 5))).unwrap_err().to_string().contains("iterations must be at least 1"));
-        assert!(validate_tests(&text(config(1, 0))).unwrap_err().to_string().contains("max_tokens must be at least 1"));
-        assert!(validate_tests(&text(config(1, 1))).is_ok());
-        let none = vec![TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 0, n_depth: 0 }, repetitions: 1 }];
-        assert!(validate_tests(&none).unwrap_err().to_string().contains("at least one token"));
-    }
-
-    #[test]
-    fn auto_resolves_to_the_preferred_compiled_backend() {
-        let available = available_backends();
-        if cfg!(feature = "llamacpp") {
-            assert_eq!(resolve_backend("auto").unwrap(), "llamacpp");
-        } else if cfg!(feature = "candle") {
-            assert_eq!(resolve_backend("auto").unwrap(), "candle");
-        } else {
-            let err = resolve_backend("auto").unwrap_err().to_string();
-            assert!(err.contains("-b auto picks an in-process engine"), "{err}");
-        }
-        for name in available {
-            assert_eq!(resolve_backend(name).unwrap(), name);
-        }
-    }
-
-    #[test]
-    fn ci_half_width_is_relative_to_the_mean() {
-        assert_eq!(ci_half_width_percent(&[10.0]), None);
-        // mean 10, sample sd 1 over 4 values: half width = t(3) · 1 / 2 = 1.591 → 15.91 %.
-        let w = ci_half_width_percent(&[9.0, 11.0, 9.0, 11.0]).unwrap();
-        let sd = (4.0f64 / 3.0).sqrt();
-        assert!((w - 3.182 * sd / 2.0 / 10.0 * 100.0).abs() < 1e-9, "{w}");
-    }
-
-    #[tokio::test]
-    async fn unknown_backend_is_a_clear_error() {
-        let err = BenchmarkRunner::new("nope").run(&config(1, 1)).await.unwrap_err().to_string();
-        assert!(err.starts_with("unknown backend 'nope'"), "{err}");
-        assert!(err.contains("available in this build"), "{err}");
     }
 }

@@ -16,6 +16,7 @@ mod metrics;
 mod params;
 mod repetition;
 mod result;
+mod row;
 mod sample;
 mod stats;
 mod telemetry;
@@ -36,18 +37,19 @@ pub use params::{
     FlashAttention, GenerationParams, GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode, TensorSplit,
 };
 pub use repetition::{
-    ci_half_width_percent, outlier_indices, outliers, Decision, Interleaved, Outliers, PolicyState, RepetitionPolicy,
-    OUTLIER_Z,
+    ci_half_width_percent, outlier_indices, outliers, AutoRepetitions, Decision, Interleaved, Outliers, PolicyState,
+    RepetitionPolicy, Repetitions, OUTLIER_Z,
 };
 pub use result::{
     Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
     IterationRecord, Measured, ModelIdentity, RepetitionRecord, RowStatus, RunParameters, ServerRecord,
     ServerRequestOptions, StopRule, SCHEMA_VERSION,
 };
+pub use row::{RowBase, RowBuilder};
 pub use sample::{argmax, elapsed_ns, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
 pub use stats::{student_t_975, Summary};
 pub use telemetry::{
     power_integral_joules, EnergySource, GpuIterationTelemetry, GpuRowTelemetry, GpuSample, IterationTelemetry,
     RowTelemetry,
 };
-pub use workload::{TestKind, TestShape, TokenRng, TokenTest};
+pub use workload::{TestCase, TestKind, TestShape, TokenRng, TokenTest};

@@ -94,6 +94,48 @@ impl RepetitionPolicy {
     }
 }
 
+/// How many timed repetitions a test gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Repetitions {
+    /// Each test's own count (the suite's 5/3/3, `--iterations`, `-r N`).
+    Fixed,
+    /// Repeat until the 95 % confidence interval of the rate is narrow enough, or a cap is reached.
+    Auto(AutoRepetitions),
+}
+
+/// `--repetitions auto`: the rule ([`RepetitionPolicy`], docs/metrics.md) that stops a row once the CI
+/// half-width has met `target_ci_percent` on `consecutive` checks in a row, checked from `min_repetitions`
+/// repetitions and `min_time` of timed work on, or at `max_time` or `max_repetitions`.
+pub type AutoRepetitions = RepetitionPolicy;
+
+impl Repetitions {
+    /// After timed repetition number `repetitions` of a test whose fixed count is `fixed_count`: go on or stop,
+    /// and why. `rates` and `timed` are as for [`RepetitionPolicy::decide`]; the state goes in and comes out
+    /// (a fixed count hands it back unchanged). Pure: the runner calls it and does what it says.
+    pub fn decide(
+        &self,
+        fixed_count: u32,
+        state: PolicyState,
+        rates: &[f64],
+        repetitions: u32,
+        timed: Duration,
+    ) -> (PolicyState, Decision) {
+        match self {
+            Repetitions::Fixed if repetitions >= fixed_count => (state, Decision::Stop(StopRule::Count)),
+            Repetitions::Fixed => (state, Decision::Continue),
+            Repetitions::Auto(policy) => policy.decide(state, rates, repetitions, timed),
+        }
+    }
+
+    /// Timed repetitions planned: the fixed count, or the most the rule allows.
+    pub fn planned(&self, fixed_count: u32) -> u32 {
+        match self {
+            Repetitions::Fixed => fixed_count,
+            Repetitions::Auto(policy) => policy.max_repetitions,
+        }
+    }
+}
+
 /// The 95 % CI half-width of the mean of `values` (Student t, `n − 1` degrees of freedom), in per cent of the
 /// mean; absent below two values or for a zero mean.
 pub fn ci_half_width_percent(values: &[f64]) -> Option<f64> {
@@ -176,6 +218,33 @@ mod tests {
 
     fn secs(s: f64) -> Duration {
         Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn a_fixed_count_stops_at_the_count_whatever_the_rates_and_time() {
+        let fixed = Repetitions::Fixed;
+        let state = PolicyState { checks: 2, met_in_a_row: 1 };
+        // Wildly spread rates and a long time do not matter: only the count does, and the state is untouched.
+        assert_eq!(fixed.decide(3, state, &[1.0, 100.0], 2, secs(500.0)), (state, Decision::Continue));
+        assert_eq!(fixed.decide(3, state, &[1.0, 100.0, 5.0], 3, secs(0.0)), (state, Decision::Stop(StopRule::Count)));
+        // A repetition without a rate still counts towards the fixed count.
+        assert_eq!(fixed.decide(2, state, &[], 2, secs(0.0)), (state, Decision::Stop(StopRule::Count)));
+        assert_eq!(fixed.planned(3), 3);
+    }
+
+    #[test]
+    fn auto_repetitions_defer_to_the_rule_and_ignore_the_fixed_count() {
+        let auto = Repetitions::Auto(policy());
+        let steady = vec![100.0; 10];
+        // Past the fixed count of 3, the rule decides: steady rates and enough time make one check that meets
+        // the target, not yet three in a row.
+        let (state, decision) = auto.decide(3, PolicyState::default(), &steady, 10, secs(5.0));
+        assert_eq!(decision, Decision::Continue);
+        assert_eq!(state, PolicyState { checks: 1, met_in_a_row: 1 });
+        assert_eq!(auto.decide(3, state, &steady, 10, secs(61.0)).1, Decision::Stop(StopRule::TimeCap));
+        assert_eq!(auto.planned(3), policy().max_repetitions);
+        // The same answer as the rule itself, state included.
+        assert_eq!(auto.decide(3, state, &steady, 11, secs(6.0)), policy().decide(state, &steady, 11, secs(6.0)));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::BenchmarkConfig;
+
 /// A llama-bench test: `n_prompt` random tokens evaluated as a prompt, then `n_gen` tokens decoded one at a
 /// time, after `n_depth` tokens were put in the KV cache outside the timed region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,5 +142,46 @@ mod tests {
         a.iter().for_each(|&t| seen[t as usize] = true);
         assert!(seen.iter().all(|&s| s));
         assert_ne!(TokenRng::new(8).tokens(10, 1000, None), TokenRng::new(7).tokens(10, 1000, None));
+    }
+}
+
+/// One test of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestCase {
+    /// The guide's benchmark: a prompt, a fixed output length, `iterations` timed runs.
+    Text(BenchmarkConfig),
+    /// A llama-bench test with its repetition count.
+    Tokens { test: TokenTest, repetitions: u32 },
+}
+
+impl TestCase {
+    pub fn name(&self) -> String {
+        match self {
+            TestCase::Text(config) => config.name.clone(),
+            TestCase::Tokens { test, .. } => test.name(),
+        }
+    }
+
+    /// The repetitions a fixed-count run does.
+    pub fn fixed_count(&self) -> u32 {
+        match self {
+            TestCase::Text(config) => config.iterations,
+            TestCase::Tokens { repetitions, .. } => *repetitions,
+        }
+    }
+
+    /// The guide's config of this test's row on `model`: text tests carry theirs; token tests are named like
+    /// llama-bench's.
+    pub fn row_config(&self, model: &str) -> BenchmarkConfig {
+        match self {
+            TestCase::Text(config) => BenchmarkConfig { model: model.to_string(), ..config.clone() },
+            TestCase::Tokens { test, repetitions } => BenchmarkConfig {
+                name: test.name(),
+                model: model.to_string(),
+                prompt: String::new(),
+                max_tokens: test.n_gen,
+                iterations: *repetitions,
+            },
+        }
     }
 }

@@ -1,14 +1,17 @@
-//! Constructed result rows for tests: a row is described by its test, parameters and raw samples, and its
-//! statistics are derived by velollm-core's own [`Aggregates`], so a constructed row is what a run with those
-//! samples would have written. Rows are assembled as JSON and deserialised, so fields added to the row later
-//! (with serde defaults) do not break the tests that use them.
+//! Constructed result rows for tests: a row is described by its test, parameters and raw samples, and is built
+//! by velollm-core's [`RowBuilder`], the runner's own, so a constructed row is what a run with those samples
+//! would have written (statistics from core's formulas). What a run reads off the machine (environment, model
+//! identity, effective parameters) is fixed, written as the JSON a run writes for it.
 
 #![recursion_limit = "256"]
 
 pub mod scripted;
 
 use serde_json::{json, Value};
-use velollm_core::{Aggregates, BenchmarkResult, GpuLayers, RawSample, StopReason, TestKind};
+use velollm_core::{
+    BenchmarkConfig, BenchmarkResult, GenerationParams, GpuLayers, RawSample, RepetitionRecord, Repetitions, RowBase,
+    RowBuilder, RowStatus, StopReason, StopRule, TestCase, TestKind, TokenTest,
+};
 
 /// A text request's sample: `prompt_tokens` evaluated in `prompt_ms`, the first token at `ttft_ms`, then one
 /// token after each gap.
@@ -205,34 +208,45 @@ impl Row {
         self
     }
 
-    /// The row, as a run with these samples would have written it.
+    /// The row, as a run with these samples would have written it: built by velollm-core's [`RowBuilder`], the
+    /// runner's own, from this machine-independent description.
     pub fn build(&self) -> BenchmarkResult {
-        serde_json::from_value(self.to_json()).expect("a constructed row deserialises")
-    }
-
-    /// The row as JSON (what `-o results.json` holds for it).
-    pub fn to_json(&self) -> Value {
-        let agg = Aggregates::from_samples(self.samples.clone(), self.n_gen);
-        let (status, error, stop) = match &self.ending {
-            Ending::Ok => ("ok", None, "count"),
-            Ending::Incomplete(e) => ("incomplete", Some(e.clone()), "interrupted"),
-            Ending::Failed(e) => ("failed", Some(e.clone()), "error"),
-        };
         let failed = matches!(self.ending, Ending::Failed(_));
-        let iterations = match self.ending {
-            Ending::Ok => agg.records.len(),
-            Ending::Incomplete(_) => agg.records.len() + 1,
+        let kept = self.samples.len() as u32;
+        let (status, error, stopped_because) = match &self.ending {
+            Ending::Ok => (RowStatus::Ok, None, StopRule::Count),
+            Ending::Incomplete(e) => (RowStatus::Incomplete, Some(e.clone()), StopRule::Interrupted),
+            Ending::Failed(e) => (RowStatus::Failed, Some(e.clone()), StopRule::Error),
+        };
+        // The repetitions asked for: those kept, one more for the one an incomplete row lost, five for a failure.
+        let requested = match self.ending {
+            Ending::Ok => kept,
+            Ending::Incomplete(_) => kept + 1,
             Ending::Failed(_) => 5,
         };
-        let mut warnings = agg.warnings.clone();
-        warnings.extend(self.warnings.iter().cloned());
+        let test = match self.kind {
+            TestKind::Text => TestCase::Text(BenchmarkConfig {
+                name: self.name.clone(),
+                model: self.model_path.clone(),
+                prompt: self.prompt.clone(),
+                max_tokens: self.n_gen,
+                iterations: requested,
+            }),
+            _ => TestCase::Tokens {
+                test: TokenTest { n_prompt: self.n_prompt as u32, n_gen: self.n_gen, n_depth: self.n_depth },
+                repetitions: requested,
+            },
+        };
         let n_gpu_layers = match self.n_gpu_layers {
             GpuLayers::All => json!("all"),
             GpuLayers::Count(n) => json!(n),
         };
-        let effective = if failed {
-            Value::Null
-        } else {
+        let requested_params = json!({
+            "n_gpu_layers": n_gpu_layers, "split_mode": "layer", "main_gpu": 0, "use_mmap": true,
+            "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
+            "n_threads": self.n_threads, "flash_attn": self.flash_attn, "type_k": "f16", "type_v": "f16"
+        });
+        let effective = (!failed).then(|| {
             json!({
                 "n_gpu_layers": 0, "n_layers_total": self.n_layers_total, "gpu_devices": [], "split_mode": "layer",
                 "main_gpu": 0, "use_mmap": true,
@@ -245,68 +259,65 @@ impl Row {
                     {"device": "CPU", "kind": "compute", "bytes": 109_859_308}
                 ]
             })
+        });
+        let model = json!({
+            "reference": self.model_path, "path": self.model_path, "bytes": self.model_bytes,
+            "sha256": self.model_sha256, "architecture": "llama", "parameter_count": self.parameter_count,
+            "quantization": "Q4_1", "name": self.model_name, "synthetic": false, "digest": null
+        });
+        let environment = json!({
+            "velollm_version": "0.1.0", "velollm_git_commit": "c230a44ed7d1", "backend": self.backend,
+            "backend_version": "llama.cpp (ggml 0.26.0)", "backend_build": self.backend_build,
+            "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_physical_cores": 2, "cpu_logical_cpus": 2,
+            "ram_bytes": 25_276_510_208u64, "os": "Debian GNU/Linux 12 (bookworm) (x86_64)",
+            "kernel": "6.1.0", "hostname": "bench-host"
+        });
+        let builder = RowBuilder {
+            base: RowBase {
+                backend: self.backend.clone(),
+                model: from_json(model),
+                environment: from_json(environment),
+                load_ms: (!failed).then_some(90.5),
+                context_ms: (!failed).then_some(26.25),
+                effective: effective.map(from_json),
+                server: None,
+                warnings: Vec::new(),
+            },
+            requested: from_json(requested_params),
+            test,
+            model_reference: self.model_path.clone(),
+            repetitions: Repetitions::Fixed,
+            generation: GenerationParams::default(),
+            warmup_iterations: 1,
+            hardware: None,
+            busy_machine: None,
+            interleaved: None,
         };
-        let ms = |v: Option<f64>| v.map_or(Value::Null, |v| json!(v));
-        json!({
-            "config": {
-                "name": self.name, "model": self.model_path, "prompt": self.prompt,
-                "max_tokens": self.n_gen, "iterations": iterations
-            },
-            "tokens_per_second": ms(agg.tokens_per_second),
-            "time_to_first_token_ms": ms(agg.time_to_first_token_ms),
-            "total_time_ms": ms(agg.total_time_ms),
-            "total_tokens": agg.total_tokens,
-            "prompt_eval_count": agg.prompt_eval_count,
-            "eval_count": agg.eval_count,
-            "timestamp": self.timestamp,
-            "schema_version": 2,
-            "backend": self.backend,
-            "status": status,
-            "error": error,
-            "complete": status == "ok",
-            "iterations_completed": agg.records.len(),
-            "test": {"kind": self.kind, "n_prompt": self.n_prompt, "n_gen": self.n_gen, "n_depth": self.n_depth},
-            "avg_ns": agg.avg_ns, "stddev_ns": agg.stddev_ns, "avg_ts": agg.avg_ts, "stddev_ts": agg.stddev_ts,
-            "samples_ns": agg.samples_ns, "samples_ts": agg.samples_ts,
-            "repetitions": {
-                "mode": "fixed", "requested": iterations, "target_ci_percent": null, "max_time_s": null,
-                "min_repetitions": null, "stopped_because": stop, "ci_half_width_percent": null
-            },
-            "prompt_tokens_per_second": agg.prompt_tokens_per_second,
-            "load_time_ms": if failed { Value::Null } else { json!(90.5) },
-            "context_time_ms": if failed { Value::Null } else { json!(26.25) },
-            "startup_to_first_timed_iteration_ms": if failed { Value::Null } else { json!(625.0) },
-            "statistics": agg.statistics,
-            "harness_overhead": agg.harness_overhead,
-            "http_overhead": agg.http_overhead,
-            "server": null,
-            "warnings": warnings,
-            "generated_text": if self.kind == TestKind::Text && !failed { json!("Hello!") } else { Value::Null },
-            "samples": agg.records,
-            "model": {
-                "reference": self.model_path, "path": self.model_path, "bytes": self.model_bytes,
-                "sha256": self.model_sha256, "architecture": "llama", "parameter_count": self.parameter_count,
-                "quantization": "Q4_1", "name": self.model_name, "synthetic": false, "digest": null
-            },
-            "parameters": {
-                "requested": {
-                    "n_gpu_layers": n_gpu_layers, "split_mode": "layer", "main_gpu": 0, "use_mmap": true,
-                    "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": self.n_ubatch,
-                    "n_threads": self.n_threads, "flash_attn": self.flash_attn, "type_k": "f16", "type_v": "f16"
-                },
-                "effective": effective,
-                "generation": {"seed": 42, "sampler": "greedy", "stop_at_eos": false},
-                "warmup_iterations": 1
-            },
-            "environment": {
-                "velollm_version": "0.1.0", "velollm_git_commit": "c230a44ed7d1", "backend": self.backend,
-                "backend_version": "llama.cpp (ggml 0.26.0)", "backend_build": self.backend_build,
-                "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_physical_cores": 2, "cpu_logical_cpus": 2,
-                "ram_bytes": 25_276_510_208u64, "os": "Debian GNU/Linux 12 (bookworm) (x86_64)",
-                "kernel": "6.1.0", "hostname": "bench-host"
-            }
-        })
+        // The record a fixed-count run writes, without the interval and outliers the runner's record adds
+        // (`builder.record(…)`): the golden files of the exporters were written from rows without them, and a
+        // row's statistics already hold the interval.
+        let record = RepetitionRecord {
+            ci_half_width_percent: None,
+            outliers: None,
+            ..builder.record(stopped_because, &self.samples, None)
+        };
+        let generated_text = (self.kind == TestKind::Text && !failed).then(|| "Hello!".to_string());
+        let mut row = builder.row(self.samples.clone(), Vec::new(), status, error, Some(record), generated_text);
+        row.timestamp = self.timestamp.clone();
+        row.startup_to_first_timed_iteration_ms = (!failed).then_some(625.0);
+        row.warnings.extend(self.warnings.iter().cloned());
+        row
     }
+
+    /// The row as JSON (what `-o results.json` holds for it).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.build()).expect("a constructed row serialises")
+    }
+}
+
+/// A value of a row's field, from the JSON a run writes for it.
+fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a constructed field deserialises")
 }
 
 /// Rows as the guide's JSON array.

@@ -287,7 +287,7 @@ impl PlanRunner<'_> {
             c.done = true;
             return false;
         };
-        let config = row_config(&plan.spec.models[instance.model], test);
+        let config = test.row_config(&plan.spec.models[instance.model]);
         let at = self.position(instance, &base, &config);
         if !c.warmed {
             if c.repeating.is_none() {
