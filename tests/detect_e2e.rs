@@ -265,7 +265,10 @@ fn optimize_from_results_picks_the_measured_best() {
     let dir = scratch("optimize-from");
     let row = |tps: f64, threads: u32| {
         serde_json::json!({
-            "config": {"name": "tg128", "model": "smollm2-135m"}, "tokens_per_second": tps, "status": "ok",
+            // Every field the reader requires of a schema-2 row, and the ones optimize reads.
+            "schema_version": 2, "samples": [], "samples_ts": [],
+            "config": {"name": "tg128", "model": "smollm2-135m", "prompt": "", "max_tokens": 128},
+            "tokens_per_second": tps, "status": "ok",
             "backend": "llamacpp", "test": {"kind": "tg", "n_prompt": 0, "n_gen": 128, "n_depth": 0},
             "model": {"reference": "smollm2-135m", "path": "models/SmolLM2-135M-Instruct.Q4_1.gguf"},
             "parameters": {"requested": {"n_threads": threads, "n_gpu_layers": 0, "flash_attn": "off",

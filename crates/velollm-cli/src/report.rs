@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use velollm_compare::{read_file, select, Run, Selector};
+use velollm_compare::{select, Selector};
 use velollm_report::{render, Options};
+use velollm_results::{read_file, Run};
 
 use crate::{show, UsageError};
 

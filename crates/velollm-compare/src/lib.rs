@@ -1,7 +1,7 @@
 //! `velollm compare`: what changed between two runs, and whether the change is more than noise.
 //!
-//! - [`read`]: velollm's JSON and JSON Lines (schema 2 and 1) and llama-bench's `-o json`/`-o jsonl` rows,
-//!   read into [`Entry`]s: the test, the model, the backend, every parameter, and the raw samples;
+//! - reading is velollm-results' (re-exported here): velollm's rows of every schema version and llama-bench's
+//!   rows, read into [`Entry`]s: the test, the model, the backend, every parameter, and the raw samples;
 //! - matching ([`compare`]): a row of the base run and a row of the new run are the same test when the test
 //!   (text prompt and length, or llama-bench's `n_prompt`/`n_gen`/`n_depth`), the model, the backend and every
 //!   parameter both rows record are the same (rules in docs/metrics.md, "Comparing runs");
@@ -13,7 +13,6 @@
 //!
 //! Rendering is the CLI's (`velollm compare`) and the HTML report's; this crate only computes.
 
-pub mod read;
 pub mod select;
 pub mod stats;
 
@@ -21,9 +20,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use read::{read_file, read_str, Entry, Interleaved, Metric, ModelId, Run, Status, TestId, Tool};
 pub use select::{differing_names, select, Selector};
 pub use stats::{paired, welch, Moments, Paired, Welch};
+pub use velollm_results::{
+    read_file, read_str, Entry, Interleaved, Layout, Metric, ModelId, ReadError, Run, Status, TestId, Tool,
+};
 
 /// Significance level of every verdict (two-sided).
 pub const ALPHA: f64 = 0.05;
@@ -32,13 +33,6 @@ pub const ALPHA: f64 = 0.05;
 /// of rows and metrics it tests (one-sided; with one hypothesis, the same decision as "the whole 95 % interval
 /// lies beyond the threshold").
 pub const GATE_ALPHA: f64 = 0.025;
-
-/// Why a comparison could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum CompareError {
-    #[error("cannot read {path}: {reason}")]
-    Unreadable { path: String, reason: String },
-}
 
 /// What can be left out of the matching (`--ignore`): the model, the backend, or any parameter.
 pub fn ignorable(runs: &[Run]) -> Vec<String> {

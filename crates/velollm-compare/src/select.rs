@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::read::{normalise, Entry, Run, Tool};
+use velollm_results::{normalise, Entry, Run, Tool};
 
 /// Rows to keep: every `name=value` must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,5 +124,11 @@ pub fn select(run: &Run, selector: &Selector) -> Result<Run, String> {
         Some(before) => format!("{before}, {}", selector.text),
         None => selector.text.clone(),
     };
-    Ok(Run { path: run.path.clone(), selection: Some(selection), entries, warnings: run.warnings.clone() })
+    Ok(Run {
+        path: run.path.clone(),
+        layout: run.layout,
+        selection: Some(selection),
+        entries,
+        warnings: run.warnings.clone(),
+    })
 }

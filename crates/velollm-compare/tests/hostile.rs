@@ -243,11 +243,13 @@ fn normal(seed: &mut u64, mean: f64, cv: f64, n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The least a velollm tg128 row needs to be compared (quicker to build than a whole fixture row).
+/// The least a velollm tg128 row needs to be read and compared (every field the reader requires of a schema-2
+/// row; quicker to build than a whole fixture row).
 fn small_tg(rates: &[f64], threads: u32) -> Value {
     json!({
+        "schema_version": 2,
         "config": {"name": "tg128", "model": "m.gguf", "prompt": "", "max_tokens": 128},
-        "backend": "llamacpp", "status": "ok",
+        "backend": "llamacpp", "status": "ok", "samples": [],
         "test": {"kind": "tg", "n_prompt": 0, "n_gen": 128, "n_depth": 0},
         "samples_ts": rates,
         "model": {"path": "m.gguf", "name": "M", "sha256": "aa"},

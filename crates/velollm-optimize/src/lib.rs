@@ -30,8 +30,6 @@ pub use rules::{fits, kv_cache_bytes, recommend, WORKING_SPACE_BYTES};
 pub enum OptimizeError {
     #[error("cannot read results {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{path} holds no result rows (expected a JSON array or JSON Lines of velollm results)")]
-    Empty { path: String },
     #[error("{0}")]
     Results(String),
 }

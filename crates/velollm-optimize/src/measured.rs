@@ -143,35 +143,12 @@ pub struct Measured {
     pub prompt: Option<BestRow>,
 }
 
-/// Result rows from a JSON array (`-o x.json`), a single row, or JSON Lines (`-o x.jsonl`).
+/// Result rows from a JSON array (`-o x.json`), a single row, or JSON Lines (`-o x.jsonl`), read and checked by
+/// velollm-results (every field a row's schema version requires is there), as the rows were written.
 pub fn read_results(path: &Path) -> Result<Vec<Value>, OptimizeError> {
-    let name = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|e| OptimizeError::Read { path: name.clone(), reason: e.to_string() })?;
-    let trimmed = text.trim_start();
-    let rows = if trimmed.starts_with('[') {
-        match serde_json::from_str::<Value>(trimmed) {
-            Ok(Value::Array(rows)) => rows,
-            Ok(_) => unreachable!("a text starting with '[' parses as an array"),
-            Err(e) => return Err(OptimizeError::Read { path: name, reason: format!("invalid JSON: {e}") }),
-        }
-    } else if let Ok(Value::Object(row)) = serde_json::from_str::<Value>(trimmed) {
-        vec![Value::Object(row)]
-    } else {
-        let mut rows = Vec::new();
-        for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let row = serde_json::from_str::<Value>(line).map_err(|e| OptimizeError::Read {
-                path: name.clone(),
-                reason: format!("line {}: invalid JSON: {e}", number + 1),
-            })?;
-            rows.push(row);
-        }
-        rows
-    };
-    if rows.is_empty() {
-        return Err(OptimizeError::Empty { path: name });
-    }
-    Ok(rows)
+    let run = velollm_results::read_file(path)
+        .map_err(|e| OptimizeError::Read { path: e.path.clone(), reason: e.reason.clone() })?;
+    Ok(run.entries.into_iter().map(|entry| entry.source).collect())
 }
 
 /// How a row names its model: `model.reference`, else `config.model`.
@@ -328,11 +305,14 @@ mod tests {
 
     use super::*;
 
-    /// A row in the schema-2 layout with the fields optimize reads.
+    /// A row in the schema-2 layout with the fields optimize reads and the reader requires.
     #[allow(clippy::too_many_arguments)]
     fn row(kind: &str, name: &str, tps: f64, threads: u32, ngl: Value, fa: &str, batch: u32, ubatch: u32) -> Value {
         json!({
+            "schema_version": 2,
             "config": {"name": name, "model": "smollm2-135m", "prompt": "", "max_tokens": 128, "iterations": 5},
+            "samples": [],
+            "samples_ts": [],
             "tokens_per_second": tps,
             "stddev_ts": 0.5,
             "status": "ok",
@@ -484,11 +464,15 @@ mod tests {
         std::fs::write(&single, serde_json::to_string_pretty(&rows[0]).unwrap()).unwrap();
         assert_eq!(read_results(&single).unwrap().len(), 1);
         let broken = dir.join("broken.jsonl");
-        std::fs::write(&broken, format!("{}\n{{ nope\n", serde_json::to_string(&rows[0]).unwrap())).unwrap();
+        // A broken line before the last is an error; a cut last line (a run stopped while writing it) is skipped.
+        let first = serde_json::to_string(&rows[0]).unwrap();
+        std::fs::write(&broken, format!("{first}\n{{ nope\n{first}\n")).unwrap();
         assert!(read_results(&broken).unwrap_err().to_string().contains("line 2"));
+        std::fs::write(&broken, format!("{first}\n{{ nope\n")).unwrap();
+        assert_eq!(read_results(&broken).unwrap().len(), 1);
         let empty = dir.join("empty.jsonl");
         std::fs::write(&empty, "\n").unwrap();
-        assert!(matches!(read_results(&empty), Err(OptimizeError::Empty { .. })));
+        assert!(read_results(&empty).unwrap_err().to_string().contains("holds no result rows"));
         assert!(matches!(read_results(&dir.join("missing.json")), Err(OptimizeError::Read { .. })));
         let _ = std::fs::remove_dir_all(&dir);
     }

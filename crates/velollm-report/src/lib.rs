@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde_json::Value;
-use velollm_compare::{compare, select, Comparison, Entry, Method, Metric, Run, Selector, Status, Verdict};
+use velollm_compare::{compare, select, Comparison, Method, Selector, Verdict};
+use velollm_results::{Entry, Metric, Run, Status};
 
 use html::escape;
 use svg::{
@@ -1180,8 +1181,8 @@ mod tests {
         let none = Options { new_rows: Some(Selector::parse("n_threads=8").unwrap()), ..options };
         assert!(render(&[run], &none).contains("--new: &#39;n_threads=8&#39; selects no row"));
     }
-    use velollm_compare::read_str;
     use velollm_fixtures::{text_samples_at, token_samples_at, Row};
+    use velollm_results::read_str;
 
     /// Rows with `samples_ts` (and the per-iteration rates) replaced by `values`, threads 1 and 2.
     fn hostile_run(values: &[Value]) -> Run {

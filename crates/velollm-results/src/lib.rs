@@ -1,18 +1,23 @@
-//! Reading results files: velollm's JSON array or JSON Lines (schema 2, and schema 1), and llama-bench's
-//! `-o json` / `-o jsonl` output, into [`Entry`]s that say what each row measured, under which parameters,
-//! and with which raw samples.
+//! One typed reader of result files, shared by `velollm compare`, `velollm report`, `velollm optimize` and
+//! anything else that reads what a benchmark wrote: velollm's rows of every schema version that was ever written
+//! (a JSON array, JSON Lines, or one pretty-printed row) and llama-bench's `-o json` / `-o jsonl` rows, read into
+//! [`Entry`]s that say what each row measured, under which parameters, with which raw samples, and where it
+//! came from ([`Entry::tool`], [`Entry::schema_version`], [`Entry::line`], [`Run::layout`]).
+//!
+//! Every field a row's version defines and this reader needs must be there: a missing or renamed field is an
+//! error that names the field, the row and its line, never a silent default (docs/result-files.md lists the
+//! fields of each version). Absent *values* that the layout allows (`null` rates, no sha256) stay absent.
 //!
 //! llama-bench rows are recognised by their fields (`build_commit`, `model_filename`, `avg_ts`, …, as its
 //! README documents them); their engine is llama.cpp, so their backend is `llamacpp`, and ggml's backends
-//! (`CPU`, `CUDA`, …) are kept as information.
+//! (`CPU`, `CUDA`, …) are kept as information. `n_depth` is the one field llama-bench added later (2025): a row
+//! without it ran at depth 0, as every llama-bench test did before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::CompareError;
 
 /// Which program wrote a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +82,8 @@ pub struct ModelId {
     /// Ollama's digest of the model, when it came from Ollama.
     pub digest: Option<String>,
     pub parameter_count: Option<u64>,
+    /// The file's size in bytes (velollm's `model.bytes`, llama-bench's `model_size`).
+    pub bytes: Option<u64>,
 }
 
 impl ModelId {
@@ -135,9 +142,14 @@ pub enum Status {
 /// One row of a results file, as the comparison sees it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// The program that wrote the row.
     pub tool: Tool,
+    /// velollm rows: the schema version the row was written in (llama-bench rows have none).
+    pub schema_version: Option<u32>,
     /// Position in its file, from 1.
     pub row: usize,
+    /// Where the row starts in its file: its line in JSON Lines, else its position (serde_json keeps no lines).
+    pub line: usize,
     pub test: TestId,
     pub model: ModelId,
     /// The engine: `llamacpp`, `candle`, `ollama` (llama-bench rows: `llamacpp`).
@@ -175,17 +187,21 @@ pub struct Interleaved {
 }
 
 impl Interleaved {
-    fn of(value: &Value) -> Option<Interleaved> {
-        let object = value.get("interleaved")?;
-        Some(Interleaved {
-            run: match object.get("run")? {
+    /// The row's `interleaved` object: absent for a row of a run that was not interleaved; present, every
+    /// field of it is required.
+    fn of(value: &Value) -> Result<Option<Interleaved>, String> {
+        if value.get("interleaved").is_none_or(Value::is_null) {
+            return Ok(None);
+        }
+        Ok(Some(Interleaved {
+            run: match required(value, "/interleaved/run")? {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
-                _ => return None,
+                other => return Err(format!("`interleaved.run` is {other}, not a name")),
             },
-            combinations: object.get("combinations").and_then(Value::as_u64).unwrap_or(0),
-            slot: object.get("slot").and_then(Value::as_u64)?,
-        })
+            combinations: required_u64(value, "/interleaved/combinations")?,
+            slot: required_u64(value, "/interleaved/slot")?,
+        }))
     }
 }
 
@@ -196,14 +212,38 @@ impl Entry {
     }
 }
 
+/// The oldest velollm schema version this reader reads; the newest is [`velollm_core::SCHEMA_VERSION`].
+pub const OLDEST_SCHEMA_VERSION: u32 = 1;
+
+/// Why a results file cannot be read, in one line that names the file (and the row and field at fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {path}: {reason}")]
+pub struct ReadError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// How a file holds its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// A JSON array of rows (`velollm -o x.json`, llama-bench's `-o json`).
+    JsonArray,
+    /// One row per line (`velollm -o x.jsonl`, llama-bench's `-o jsonl`).
+    JsonLines,
+    /// A single row as one JSON object, possibly over several lines.
+    SingleObject,
+}
+
 /// A results file, read.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub path: PathBuf,
+    pub layout: Layout,
     /// The rows kept by a selection (`--base 'n_threads=1'`), in its own words; `None`: every row of the file.
     pub selection: Option<String>,
     pub entries: Vec<Entry>,
-    /// Problems that did not stop the reading (a cut last line of a JSON Lines file).
+    /// Problems that did not stop the reading (a cut last line of a JSON Lines file, an invalid row).
     pub warnings: Vec<String>,
 }
 
@@ -228,21 +268,27 @@ impl Run {
     }
 }
 
-/// Reads a results file: a JSON array of rows, or JSON Lines (one row per line).
-pub fn read_file(path: &Path) -> Result<Run, CompareError> {
-    let fail = |reason: String| CompareError::Unreadable { path: path.display().to_string(), reason };
+/// Reads a results file: a JSON array of rows, JSON Lines (one row per line), or one row.
+pub fn read_file(path: &Path) -> Result<Run, ReadError> {
+    let fail = |reason: String| ReadError { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let mut run = read_str(&text).map_err(fail)?;
     run.path = path.to_path_buf();
     Ok(run)
 }
 
-/// Reads results from text (see [`read_file`]).
+/// Reads results from text (see [`read_file`]); the error is the reason alone, without a file name.
 pub fn read_str(text: &str) -> Result<Run, String> {
     let mut warnings = Vec::new();
-    let values: Vec<(usize, Value)> = if text.trim_start().starts_with('[') {
+    let trimmed = text.trim_start();
+    let (layout, values): (Layout, Vec<(usize, Value)>) = if trimmed.starts_with('[') {
         let array: Vec<Value> = serde_json::from_str(text).map_err(|e| format!("not a JSON array of rows ({e})"))?;
-        array.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect()
+        // The line of each element is not kept by serde_json; its position in the array names it.
+        (Layout::JsonArray, array.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect())
+    } else if let Some(Ok(Value::Object(row))) =
+        (trimmed.starts_with('{') && trimmed.trim_end().lines().count() > 1).then(|| serde_json::from_str(text))
+    {
+        (Layout::SingleObject, vec![(1, Value::Object(row))])
     } else {
         let lines: Vec<(usize, &str)> =
             text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
@@ -257,39 +303,109 @@ pub fn read_str(text: &str) -> Result<Run, String> {
                 Err(e) => return Err(format!("line {number} is not a JSON row ({e})")),
             }
         }
-        values
+        (Layout::JsonLines, values)
     };
     if values.is_empty() {
         return Err("it holds no result rows".into());
     }
+    let place = |row: usize, number: usize| match layout {
+        Layout::JsonLines if number != row => format!("row {row} (line {number})"),
+        _ => format!("row {row}"),
+    };
     let entries = values
         .iter()
         .enumerate()
-        .map(|(i, (number, value))| entry(value, i + 1).map_err(|e| format!("row {number}: {e}")))
+        .map(|(i, (number, value))| entry(value, i + 1, *number).map_err(|e| format!("{}: {e}", place(i + 1, *number))))
         .collect::<Result<Vec<Entry>, String>>()?;
-    for (entry, (number, _)) in entries.iter().zip(&values) {
+    for entry in &entries {
         if let Some(why) = &entry.invalid {
             warnings.push(format!(
-                "row {}{} ({}): {why}; the row is invalid and left out of every statistic",
-                entry.row,
-                if *number == entry.row { String::new() } else { format!(" (line {number})") },
+                "{} ({}): {why}; the row is invalid and left out of every statistic",
+                place(entry.row, entry.line),
                 entry.label()
             ));
         }
     }
-    Ok(Run { path: PathBuf::new(), selection: None, entries, warnings })
+    Ok(Run { path: PathBuf::new(), layout, selection: None, entries, warnings })
 }
 
-fn entry(value: &Value, row: usize) -> Result<Entry, String> {
+fn entry(value: &Value, row: usize, line: usize) -> Result<Entry, String> {
     if !value.is_object() {
         return Err("not a JSON object".into());
     }
-    if value.get("config").is_some() && value.get("backend").is_some() {
-        Ok(velollm_entry(value, row))
+    // velollm's rows all have `config` (the guide's) and `schema_version`; llama-bench's never do.
+    let mut entry = if value.get("config").is_some() || value.get("schema_version").is_some() {
+        velollm_entry(value, row)?
     } else if value.get("model_filename").is_some() || value.get("build_commit").is_some() {
-        llama_bench_entry(value, row)
+        llama_bench_entry(value, row)?
     } else {
-        Err("neither a velollm result (config, backend) nor a llama-bench result (model_filename, avg_ts)".into())
+        return Err(
+            "neither a velollm result (config, backend) nor a llama-bench result (model_filename, avg_ts)".into()
+        );
+    };
+    entry.line = line;
+    Ok(entry)
+}
+
+/// A JSON pointer as a dotted field name (`/config/max_tokens` → `config.max_tokens`).
+fn field_name(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
+}
+
+/// The field, which the row's version requires.
+fn required<'a>(value: &'a Value, pointer: &str) -> Result<&'a Value, String> {
+    match value.pointer(pointer) {
+        Some(v) => Ok(v),
+        None => Err(format!("no `{}` field", field_name(pointer))),
+    }
+}
+
+fn required_str<'a>(value: &'a Value, pointer: &str) -> Result<&'a str, String> {
+    let v = required(value, pointer)?;
+    v.as_str().ok_or_else(|| format!("`{}` is {v}, not a string", field_name(pointer)))
+}
+
+fn required_u64(value: &Value, pointer: &str) -> Result<u64, String> {
+    let v = required(value, pointer)?;
+    v.as_u64().ok_or_else(|| format!("`{}` is {v}, not a whole number", field_name(pointer)))
+}
+
+fn required_bool(value: &Value, pointer: &str) -> Result<bool, String> {
+    let v = required(value, pointer)?;
+    v.as_bool().ok_or_else(|| format!("`{}` is {v}, not true or false", field_name(pointer)))
+}
+
+/// A field the layout requires to hold an object (or, where `nullable`, `null`).
+fn required_object<'a>(
+    value: &'a Value,
+    pointer: &str,
+    nullable: bool,
+) -> Result<Option<&'a serde_json::Map<String, Value>>, String> {
+    match required(value, pointer)? {
+        Value::Object(object) => Ok(Some(object)),
+        Value::Null if nullable => Ok(None),
+        other => Err(format!("`{}` is {other}, not an object", field_name(pointer))),
+    }
+}
+
+fn required_array<'a>(value: &'a Value, pointer: &str) -> Result<&'a [Value], String> {
+    let v = required(value, pointer)?;
+    v.as_array().map(Vec::as_slice).ok_or_else(|| format!("`{}` is {v}, not an array", field_name(pointer)))
+}
+
+/// An optional field: absent or `null` is `None`; present, it must be a string.
+fn optional_str<'a>(value: &'a Value, pointer: &str) -> Result<Option<&'a str>, String> {
+    match value.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("`{}` is {other}, not a string", field_name(pointer))),
+    }
+}
+
+fn optional_u64(value: &Value, pointer: &str) -> Result<Option<u64>, String> {
+    match value.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("`{}` is {v}, not a whole number", field_name(pointer))),
     }
 }
 
@@ -297,12 +413,8 @@ fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-fn u64_at(value: &Value, pointer: &str) -> Option<u64> {
-    value.pointer(pointer).and_then(Value::as_u64)
-}
-
 /// A parameter value in one spelling for both tools.
-pub(crate) fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String> {
+pub fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String> {
     let text = match value {
         Value::Null => return None,
         Value::Bool(b) => b.to_string(),
@@ -345,20 +457,20 @@ pub(crate) fn normalise(tool: Tool, name: &str, value: &Value) -> Option<String>
     })
 }
 
-/// The parameters velollm records, read from schema 2 (`parameters.requested`) or schema 1
-/// (`parameters.engine`, with its older names).
-fn velollm_parameters(value: &Value) -> BTreeMap<String, String> {
+/// The parameters velollm records, read from schema 2 and later (`parameters.requested`) or schema 1
+/// (`parameters.engine`, with its older names; `null` when the row failed before an engine existed).
+fn velollm_parameters(value: &Value, schema_version: u32) -> Result<BTreeMap<String, String>, String> {
     let mut parameters = BTreeMap::new();
     let mut put = |name: &str, v: Option<&Value>| {
         if let Some(text) = v.and_then(|v| normalise(Tool::Velollm, name, v)) {
             parameters.insert(name.to_string(), text);
         }
     };
-    if let Some(requested) = value.pointer("/parameters/requested").and_then(Value::as_object) {
-        for (name, v) in requested {
+    if schema_version >= 2 {
+        for (name, v) in required_object(value, "/parameters/requested", false)?.into_iter().flatten() {
             put(name, Some(v));
         }
-    } else if let Some(engine) = value.pointer("/parameters/engine").and_then(Value::as_object) {
+    } else if let Some(engine) = required_object(value, "/parameters/engine", true)? {
         for (old, new) in [
             ("threads", "n_threads"),
             ("n_gpu_layers", "n_gpu_layers"),
@@ -374,44 +486,72 @@ fn velollm_parameters(value: &Value) -> BTreeMap<String, String> {
         }
     }
     put("stop_at_eos", value.pointer("/parameters/generation/stop_at_eos"));
-    parameters
+    Ok(parameters)
 }
 
-fn velollm_entry(value: &Value, row: usize) -> Entry {
-    let test = match value.get("test") {
-        Some(test) if str_at(test, "/kind") != Some("text") => TestId::of_tokens(
-            u64_at(test, "/n_prompt").unwrap_or(0),
-            u64_at(test, "/n_gen").unwrap_or(0),
-            u64_at(test, "/n_depth").unwrap_or(0),
-        ),
-        // Text tests, and every schema-1 row.
-        _ => TestId {
+/// A velollm row's status: `status` from schema 2 on, `complete` in schema 1.
+fn velollm_status(value: &Value, schema_version: u32) -> Result<Status, String> {
+    if schema_version == 1 {
+        return Ok(if required_bool(value, "/complete")? { Status::Ok } else { Status::Incomplete });
+    }
+    match required_str(value, "/status")? {
+        "ok" => Ok(Status::Ok),
+        "incomplete" => Ok(Status::Incomplete),
+        "failed" => Ok(Status::Failed),
+        other => Err(format!("`status` is \"{other}\", not ok, incomplete or failed")),
+    }
+}
+
+fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
+    let schema_version = u32::try_from(required_u64(value, "/schema_version")?).unwrap_or(u32::MAX);
+    let newest = velollm_core::SCHEMA_VERSION;
+    if !(OLDEST_SCHEMA_VERSION..=newest).contains(&schema_version) {
+        return Err(format!(
+            "schema_version {schema_version} is not one this velollm reads ({OLDEST_SCHEMA_VERSION} to {newest}); \
+             a newer velollm wrote it?"
+        ));
+    }
+    let name = required_str(value, "/config/name")?;
+    let max_tokens = required_u64(value, "/config/max_tokens")?;
+    let prompt = required_str(value, "/config/prompt")?;
+    let reference = required_str(value, "/config/model")?;
+    let backend = required_str(value, "/backend")?;
+    // Schema 1 had no test shape: every row was a text test, its prompt length counted per iteration.
+    let (kind, n_prompt, n_gen, n_depth) = if schema_version >= 2 {
+        (
+            required_str(value, "/test/kind")?,
+            required_u64(value, "/test/n_prompt")?,
+            required_u64(value, "/test/n_gen")?,
+            required_u64(value, "/test/n_depth")?,
+        )
+    } else {
+        ("text", optional_u64(value, "/prompt_eval_count")?.unwrap_or(0), max_tokens, 0)
+    };
+    let test = match kind {
+        "text" => TestId {
             kind: "text".into(),
-            name: str_at(value, "/config/name").unwrap_or("?").to_string(),
-            n_prompt: u64_at(value, "/test/n_prompt").or_else(|| u64_at(value, "/prompt_eval_count")).unwrap_or(0),
-            n_gen: u64_at(value, "/config/max_tokens").unwrap_or(0),
-            n_depth: 0,
-            prompt: Some(str_at(value, "/config/prompt").unwrap_or("").to_string()),
+            name: name.to_string(),
+            n_prompt,
+            n_gen: max_tokens,
+            n_depth,
+            prompt: Some(prompt.to_string()),
         },
+        "pp" | "tg" | "pg" => TestId::of_tokens(n_prompt, n_gen, n_depth),
+        other => return Err(format!("`test.kind` is \"{other}\", not text, pp, tg or pg")),
     };
-    let path = str_at(value, "/model/path").filter(|p| !p.is_empty()).or_else(|| str_at(value, "/config/model"));
-    let file_name = path.map(file_name).unwrap_or_default();
+    let path = required_str(value, "/model/path")?;
+    let file_name = file_name(if path.is_empty() { reference } else { path });
     let model = ModelId {
-        label: str_at(value, "/model/name").map(str::to_string).unwrap_or_else(|| file_name.clone()),
+        label: optional_str(value, "/model/name")?.map(str::to_string).unwrap_or_else(|| file_name.clone()),
         file_name,
-        sha256: str_at(value, "/model/sha256").map(str::to_string),
-        digest: str_at(value, "/model/digest").map(str::to_string),
-        parameter_count: u64_at(value, "/model/parameter_count"),
+        sha256: optional_str(value, "/model/sha256")?.map(str::to_string),
+        digest: optional_str(value, "/model/digest")?.map(str::to_string),
+        parameter_count: optional_u64(value, "/model/parameter_count")?,
+        bytes: optional_u64(value, "/model/bytes")?,
     };
-    let status = match str_at(value, "/status") {
-        Some("failed") => Status::Failed,
-        Some("incomplete") => Status::Incomplete,
-        Some(_) => Status::Ok,
-        None if value.get("complete").and_then(Value::as_bool) == Some(false) => Status::Incomplete,
-        None => Status::Ok,
-    };
+    let status = velollm_status(value, schema_version)?;
     let mut samples = Samples::default();
-    let iterations = value.get("samples").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    let iterations = required_array(value, "/samples")?;
     let metric = |field: &'static str| iterations.iter().map(move |s| s.pointer(&format!("/metrics/{field}")));
     if test.kind == "text" {
         for (m, field) in [
@@ -423,34 +563,38 @@ fn velollm_entry(value: &Value, row: usize) -> Entry {
             samples.add(m, metric(field), true);
         }
     } else {
-        // llama-bench's figure: t/s of every repetition.
-        match value.get("samples_ts").and_then(Value::as_array) {
-            Some(ts) if !ts.is_empty() => samples.add(Metric::TokensPerSecond, ts.iter().map(Some), false),
+        // llama-bench's figure: t/s of every repetition; a row whose `samples_ts` is empty falls back to the
+        // per-iteration rates.
+        match required_array(value, "/samples_ts")? {
+            ts if !ts.is_empty() => samples.add(Metric::TokensPerSecond, ts.iter().map(Some), false),
             _ => samples.add(Metric::TokensPerSecond, metric("tokens_per_second"), true),
         }
     }
     let Samples { values: samples, rounds, invalid } = samples.finish();
-    let build =
-        str_at(value, "/environment/velollm_version").map(|v| match str_at(value, "/environment/velollm_git_commit") {
+    let build = optional_str(value, "/environment/velollm_version")?.map(|v| {
+        match str_at(value, "/environment/velollm_git_commit") {
             Some(commit) => format!("velollm {v} ({commit})"),
             None => format!("velollm {v}"),
-        });
-    Entry {
+        }
+    });
+    Ok(Entry {
         tool: Tool::Velollm,
+        schema_version: Some(schema_version),
         row,
+        line: row,
         test,
         model,
-        backend: str_at(value, "/backend").unwrap_or("?").to_string(),
-        parameters: velollm_parameters(value),
+        backend: backend.to_string(),
+        parameters: velollm_parameters(value, schema_version)?,
         status,
-        error: str_at(value, "/error").map(str::to_string),
+        error: optional_str(value, "/error")?.map(str::to_string),
         samples,
         rounds,
         invalid,
-        interleaved: Interleaved::of(value),
+        interleaved: Interleaved::of(value)?,
         build,
         source: value.clone(),
-    }
+    })
 }
 
 /// llama-bench's fields that are not parameters of the test (identity, results, times).
@@ -477,17 +621,21 @@ const LLAMA_BENCH_NOT_PARAMETERS: &[&str] = &[
 ];
 
 fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
-    let number = |field: &str| value.get(field).and_then(Value::as_u64);
-    let n_prompt = number("n_prompt").ok_or("a llama-bench row without n_prompt")?;
-    let n_gen = number("n_gen").ok_or("a llama-bench row without n_gen")?;
-    let test = TestId::of_tokens(n_prompt, n_gen, number("n_depth").unwrap_or(0));
-    let file_name = str_at(value, "/model_filename").map(file_name).unwrap_or_default();
+    let n_prompt = required_u64(value, "/n_prompt")?;
+    let n_gen = required_u64(value, "/n_gen")?;
+    // The one field llama-bench added later: its older rows all ran at depth 0.
+    let n_depth = optional_u64(value, "/n_depth")?.unwrap_or(0);
+    let test = TestId::of_tokens(n_prompt, n_gen, n_depth);
+    let file_name = file_name(required_str(value, "/model_filename")?);
     let model = ModelId {
-        label: str_at(value, "/model_type").map(str::to_string).unwrap_or_else(|| file_name.clone()),
+        label: required_str(value, "/model_type")?.to_string(),
         file_name,
         sha256: None,
         digest: None,
-        parameter_count: number("model_n_params"),
+        parameter_count: optional_u64(value, "/model_n_params")?,
+        // llama-bench's `model_size` is the bytes of the tensors, not of the file: not comparable with
+        // velollm's `model.bytes`, so not kept here.
+        bytes: None,
     };
     let mut parameters = BTreeMap::new();
     if let Some(object) = value.as_object() {
@@ -504,7 +652,7 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
     match value.get("samples_ts").and_then(Value::as_array) {
         Some(ts) if !ts.is_empty() => samples.add(Metric::TokensPerSecond, ts.iter().map(Some), false),
         // Without its samples only the mean is known: shown, but no test is possible.
-        _ => samples.add(Metric::TokensPerSecond, [value.get("avg_ts")].into_iter(), true),
+        _ => samples.add(Metric::TokensPerSecond, [Some(required(value, "/avg_ts")?)].into_iter(), true),
     }
     let Samples { values: samples, rounds, invalid } = samples.finish();
     let build = str_at(value, "/build_commit").map(|commit| match str_at(value, "/backends") {
@@ -513,7 +661,9 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
     });
     Ok(Entry {
         tool: Tool::LlamaBench,
+        schema_version: None,
         row,
+        line: row,
         test,
         model,
         backend: "llamacpp".into(),
@@ -523,7 +673,7 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
         samples,
         rounds,
         invalid,
-        interleaved: Interleaved::of(value),
+        interleaved: Interleaved::of(value)?,
         build,
         source: value.clone(),
     })
@@ -571,7 +721,7 @@ impl Samples {
     fn finish(mut self) -> Samples {
         if self.invalid.is_none() {
             for (metric, values) in &self.values {
-                let finite = crate::Moments::of(values)
+                let finite = velollm_core::Summary::of(values)
                     .is_some_and(|m| m.mean.is_finite() && m.stddev.unwrap_or(0.0).is_finite());
                 if !finite {
                     self.invalid = Some(format!("{} values are too large to average", metric.label()));
@@ -612,8 +762,7 @@ mod tests {
 
     #[test]
     fn jsonl_with_a_cut_last_line_keeps_the_rows_before() {
-        let row =
-            r#"{"build_commit":"abc","model_filename":"m.gguf","n_prompt":0,"n_gen":16,"samples_ts":[10.0,11.0]}"#;
+        let row = r#"{"build_commit":"abc","model_filename":"m.gguf","model_type":"llama ?B Q4_1","n_prompt":0,"n_gen":16,"samples_ts":[10.0,11.0]}"#;
         let run = read_str(&format!("{row}\n{row}\n{{\"build_commit\":\"ab")).unwrap();
         assert_eq!(run.entries.len(), 2);
         assert!(run.warnings[0].contains("line 3 is cut short"), "{:?}", run.warnings);
