@@ -13,10 +13,10 @@ debian_packages_needed() {
   fi
 }
 
-# Debian packages the tests need on top: the sqlite3 command line (loads the SQL export) and headless Chromium
-# (renders the HTML report so its test can check what a browser shows).
+# Debian packages the tests need on top: the sqlite3 command line (loads the SQL export), headless Chromium
+# (renders the HTML report so its test can check what a browser shows) and jq (runs the guide's example).
 debian_test_packages_needed() {
-  echo sqlite3 chromium
+  echo sqlite3 chromium jq
 }
 
 as_root() {

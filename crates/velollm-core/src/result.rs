@@ -9,8 +9,10 @@ use crate::{
 };
 
 /// Version of the JSON layout (docs/result.schema.json). Bumped on any incompatible change: 2 split the
-/// parameters into requested and effective values and added failed/incomplete rows and llama-bench tests.
-pub const SCHEMA_VERSION: u32 = 2;
+/// parameters into requested and effective values and added failed/incomplete rows and llama-bench tests; 3 left
+/// out what another field already said: `complete` (`status == "ok"`), `avg_ts` (`tokens_per_second`) and
+/// `stddev_ts` (`statistics.tokens_per_second.stddev`). velollm-results reads every version.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A measured value, or absent when nothing could measure it (never a guess, never zero).
 ///
@@ -275,17 +277,14 @@ pub struct BenchmarkResult {
     pub status: RowStatus,
     /// Why the row is incomplete or failed, in one line.
     pub error: Option<String>,
-    /// `status == ok` (kept from schema 1).
-    pub complete: bool,
     pub iterations_completed: u32,
     /// What was measured, with llama-bench's field names.
     pub test: TestShape,
     /// llama-bench's figures for token tests (absent for text tests): mean and sample standard deviation of
-    /// the per-repetition time (ns) and rate (tokens/s), and the samples themselves.
+    /// the per-repetition time (ns), and the per-repetition times and rates themselves. The mean rate is
+    /// `tokens_per_second` and its spread `statistics.tokens_per_second` (llama-bench's `avg_ts`, `stddev_ts`).
     pub avg_ns: Option<f64>,
     pub stddev_ns: Option<f64>,
-    pub avg_ts: Option<f64>,
-    pub stddev_ts: Option<f64>,
     #[serde(default)]
     pub samples_ns: Vec<u64>,
     #[serde(default)]
@@ -353,8 +352,6 @@ pub struct Aggregates {
     pub http_overhead: Option<HttpOverhead>,
     pub avg_ns: Option<f64>,
     pub stddev_ns: Option<f64>,
-    pub avg_ts: Option<f64>,
-    pub stddev_ts: Option<f64>,
     pub samples_ns: Vec<u64>,
     pub samples_ts: Vec<f64>,
     pub records: Vec<IterationRecord>,
@@ -404,7 +401,6 @@ impl Aggregates {
         let is_token_test = !samples_ns.is_empty();
         let samples_ts: Vec<f64> = if is_token_test { rates.clone() } else { Vec::new() };
         let ns_summary = Summary::of(&samples_ns.iter().map(|&ns| ns as f64).collect::<Vec<_>>());
-        let ts_summary = Summary::of(&samples_ts);
 
         let mut warnings = Vec::new();
         let empty: Vec<u32> =
@@ -457,8 +453,6 @@ impl Aggregates {
             http_overhead: http_overhead(&records),
             avg_ns: ns_summary.map(|s| s.mean),
             stddev_ns: ns_summary.and_then(|s| s.stddev),
-            avg_ts: ts_summary.map(|s| s.mean),
-            stddev_ts: ts_summary.and_then(|s| s.stddev),
             samples_ns,
             samples_ts,
             records,
@@ -552,7 +546,7 @@ mod tests {
         assert_eq!(agg.tokens_per_second, Some(75.0));
         assert_eq!(agg.time_to_first_token_ms, Some(25.0));
         assert_eq!(agg.total_time_ms, Some(60.0 + 110.0));
-        assert_eq!((agg.avg_ts, agg.samples_ns.len()), (None, 0), "llama-bench figures are for token tests");
+        assert_eq!((agg.avg_ns, agg.samples_ns.len()), (None, 0), "llama-bench figures are for token tests");
         assert_eq!(agg.total_tokens, 10);
         assert_eq!((agg.eval_count, agg.prompt_eval_count), (5, 9));
         assert_eq!(agg.prompt_tokens_per_second, Some(500.0));
@@ -657,9 +651,10 @@ mod tests {
         let agg = Aggregates::from_samples(vec![tg(10), tg(20)], 4);
         assert_eq!(agg.samples_ns, [40_000_000, 80_000_000]);
         assert_eq!(agg.samples_ts, [100.0, 50.0]);
-        assert_eq!((agg.avg_ns, agg.avg_ts), (Some(60e6), Some(75.0)));
-        assert!((agg.stddev_ts.unwrap() - 1250f64.sqrt()).abs() < 1e-9, "sample stddev of 100 and 50");
-        assert_eq!(agg.tokens_per_second, agg.avg_ts);
+        // llama-bench's avg_ts and stddev_ts: the row's rate and the spread of its statistics.
+        assert_eq!((agg.avg_ns, agg.tokens_per_second), (Some(60e6), Some(75.0)));
+        let spread = agg.statistics.tokens_per_second.unwrap().stddev.unwrap();
+        assert!((spread - 1250f64.sqrt()).abs() < 1e-9, "sample stddev of 100 and 50");
         // The decode interval compared with the engine's is the whole region after the prompt part.
         let overhead = agg.harness_overhead.unwrap();
         assert_eq!(overhead.eval_ms_velollm, 120.0);

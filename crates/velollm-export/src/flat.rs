@@ -215,8 +215,12 @@ pub const COLUMNS: &[Column] = &[
     // llama-bench's figures (token tests).
     col!("avg_ns", Real, |r| real(r.avg_ns)),
     col!("stddev_ns", Real, |r| real(r.stddev_ns)),
-    col!("avg_ts", Real, |r| real(r.avg_ts)),
-    col!("stddev_ts", Real, |r| real(r.stddev_ts)),
+    // llama-bench's column names for the row's rate and its spread (the JSON row keeps one name for each since
+    // schema 3: `tokens_per_second`, `statistics.tokens_per_second`); token tests only, as llama-bench's.
+    col!("avg_ts", Real, |r| real(r.rate().filter(|_| !r.samples_ts.is_empty()))),
+    col!("stddev_ts", Real, |r| {
+        real(r.statistics.tokens_per_second.and_then(|s| s.stddev).filter(|_| !r.samples_ts.is_empty()))
+    }),
     col!("samples_ns", Text, |r| list(&r.samples_ns)),
     col!("samples_ts", Text, |r| list(&r.samples_ts)),
     // Times kept out of every iteration, and the cross-checks.

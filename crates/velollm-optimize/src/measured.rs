@@ -118,7 +118,8 @@ pub struct BestRow {
     /// The test's name (`tg128`, `pp512`, `short_completion`).
     pub test: String,
     pub tokens_per_second: f64,
-    /// The spread of the best row's repetitions (`stddev_ts`), when recorded.
+    /// The spread of the best token test's repetitions (`statistics.tokens_per_second.stddev`; llama-bench's
+    /// `stddev_ts`), when recorded.
     pub stddev: Option<f64>,
     pub params: MeasuredParams,
     /// The fastest row with other settings: its rate and how its settings differ.
@@ -239,7 +240,10 @@ fn best_of(rows: &[&Value]) -> Option<BestRow> {
     Some(BestRow {
         test,
         tokens_per_second: rate(best),
-        stddev: best["stddev_ts"].as_f64(),
+        stddev: best
+            .pointer("/statistics/tokens_per_second/stddev")
+            .and_then(Value::as_f64)
+            .filter(|_| test_kind(best) != "text"),
         params,
         runner_up,
         candidates: rows.len(),
@@ -314,7 +318,7 @@ mod tests {
             "samples": [],
             "samples_ts": [],
             "tokens_per_second": tps,
-            "stddev_ts": 0.5,
+            "statistics": {"tokens_per_second": {"n": 5, "mean": tps, "stddev": 0.5}},
             "status": "ok",
             "backend": "llamacpp",
             "test": {"kind": kind, "n_prompt": 0, "n_gen": 128, "n_depth": 0},

@@ -145,3 +145,45 @@ fn the_file_is_named_and_a_single_row_is_a_file() {
     assert!(err.starts_with(&format!("cannot read {}: ", missing.display())), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The current schema, as velollm's own exporter writes it (the export crate's golden files).
+fn current(layout: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../velollm-export/tests/golden").join(format!("rows.{layout}"))
+}
+
+#[test]
+fn the_current_schema_reads_as_schema_two_did() {
+    // The same four rows written before and after schema 3 left out `complete`, `avg_ts` and `stddev_ts`: the
+    // reader sees the same rows.
+    for layout in ["json", "jsonl"] {
+        let old = read_file(&data(&format!("schema-2.{layout}"))).unwrap();
+        let new = read_file(&current(layout)).unwrap();
+        assert_eq!(old.entries.len(), new.entries.len());
+        for (o, n) in old.entries.iter().zip(&new.entries) {
+            assert_eq!((o.schema_version, n.schema_version), (Some(2), Some(velollm_core::SCHEMA_VERSION)));
+            assert_eq!(
+                (o.label(), o.status, &o.samples, &o.parameters),
+                (n.label(), n.status, &n.samples, &n.parameters)
+            );
+        }
+    }
+    // Schema 3 has no `complete`: its status is `status`, which it must have.
+    let text = lines_with(rows_of("schema-2.jsonl"), 0, |row| {
+        row["schema_version"] = velollm_core::SCHEMA_VERSION.into();
+        remove(row, "/complete");
+        remove(row, "/status");
+    });
+    assert_eq!(read_str(&text).unwrap_err(), "row 1: no `status` field");
+}
+
+#[test]
+fn the_guides_jq_example_reads_the_rate() {
+    // `jq '.[0].tokens_per_second' results.json`, the guide's example, on the current layout.
+    let out = std::process::Command::new("jq").arg(".[0].tokens_per_second").arg(current("json")).output();
+    let Ok(out) = out else {
+        panic!("jq is not installed (apt-get install jq): the guide's example cannot be checked");
+    };
+    assert!(out.status.success());
+    let rate: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(rate, 45.0, "the fixture's short_completion: rates 50 and 40");
+}
