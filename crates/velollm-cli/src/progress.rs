@@ -12,7 +12,8 @@ use velollm_benchmarks::{EngineInfo, Observer, Plan, Position};
 use velollm_core::{
     BenchmarkResult, EffectiveContext, EffectiveLoad, IterationMetrics, LoadParams, ModelIdentity, RowStatus,
 };
-use velollm_export::console::{self, describe_model, display_name, mean_pm, RULE};
+use velollm_export::console::{self, describe_model, display_name, RULE};
+use velollm_export::figures::mean_pm;
 
 use crate::collect::{lock, Shared};
 use crate::show;

@@ -4,6 +4,8 @@
 
 use velollm_core::{BenchmarkResult, ModelIdentity, RowStatus, Summary, TestKind};
 
+use crate::figures::mean_pm;
+
 pub const RULE: &str = "═══════════════════════════════════════════════════════";
 
 /// The run header: backend, model, and the parameters that shape the numbers.
@@ -33,17 +35,6 @@ pub fn describe_model(model: &ModelIdentity) -> String {
         parts.push(format!("Ollama digest {}", short_digest(digest)));
     }
     parts.join(", ")
-}
-
-/// `mean ± sd unit`, or `n/a`.
-pub fn mean_pm(summary: Option<&Summary>, unit: &str) -> String {
-    match summary {
-        Some(s) => match s.stddev {
-            Some(sd) => format!("{:.1} ± {:.1}{unit}", s.mean, sd),
-            None => format!("{:.1}{unit}", s.mean),
-        },
-        None => "n/a".to_string(),
-    }
 }
 
 /// The first 12 hex digits, as `ollama list` shows digests.

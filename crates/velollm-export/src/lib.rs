@@ -18,6 +18,7 @@
 
 pub mod console;
 pub mod csv;
+pub mod figures;
 mod files;
 pub mod flat;
 pub mod json;

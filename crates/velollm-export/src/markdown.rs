@@ -7,7 +7,7 @@
 
 use velollm_core::{BenchmarkResult, RowStatus};
 
-use crate::console::mean_pm;
+use crate::figures::mean_pm;
 use crate::{Exporter, Format};
 
 pub struct MarkdownExporter;
