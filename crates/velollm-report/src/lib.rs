@@ -16,6 +16,7 @@
 
 pub mod html;
 pub mod svg;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -28,6 +29,7 @@ use html::escape;
 use svg::{
     Band, Bar, BarChart, Change, FailedMark, Forest, Histogram, LineChart, Marker, Point, Series, DASHES, PALETTE,
 };
+use view::{axis_name, file_label, short_name, Dims, Item, SweepChart};
 
 /// What the page shows beyond the runs themselves.
 #[derive(Debug, Clone)]
@@ -59,55 +61,9 @@ impl Default for Options {
     }
 }
 
-/// Parameters in the order their sweeps are shown, with how an axis names them.
-const PARAMETER_NAMES: [(&str, &str); 11] = [
-    ("n_gpu_layers", "layers offloaded to the GPU (n_gpu_layers)"),
-    ("n_threads", "threads (n_threads)"),
-    ("n_batch", "batch size (n_batch)"),
-    ("n_ubatch", "micro-batch size (n_ubatch)"),
-    ("n_ctx", "context size (n_ctx)"),
-    ("flash_attn", "flash attention"),
-    ("type_k", "K cache type"),
-    ("type_v", "V cache type"),
-    ("split_mode", "split mode"),
-    ("main_gpu", "main GPU"),
-    ("use_mmap", "memory-mapped model"),
-];
-
-fn axis_name(parameter: &str) -> String {
-    PARAMETER_NAMES.iter().find(|(p, _)| *p == parameter).map_or_else(|| parameter.to_string(), |(_, n)| n.to_string())
-}
-
-/// A row with the file it came from.
-struct Item<'a> {
-    run: usize,
-    entry: &'a Entry,
-}
-
-impl Item<'_> {
-    fn mean_sd(&self, metric: Metric) -> Option<(f64, Option<f64>, usize)> {
-        let values = self.entry.samples.get(&metric)?;
-        let m = velollm_compare::Moments::of(values)?;
-        Some((m.mean, m.stddev, m.n))
-    }
-}
-
-fn file_label(run: &Run) -> String {
-    let file = run
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| run.path.display().to_string());
-    match &run.selection {
-        Some(selection) => format!("{file} [{selection}]"),
-        None => file,
-    }
-}
-
 /// The page for `runs` (the first is the base of any comparison).
 pub fn render(runs: &[Run], options: &Options) -> String {
-    let items: Vec<Item> =
-        runs.iter().enumerate().flat_map(|(run, r)| r.entries.iter().map(move |entry| Item { run, entry })).collect();
+    let items = view::items(runs);
     let mut body = String::new();
     body.push_str(&tiles(&items, runs));
     if runs.len() >= 2 || (options.base_rows.is_some() && options.new_rows.is_some()) {
@@ -125,22 +81,19 @@ pub fn render(runs: &[Run], options: &Options) -> String {
          run: a paired t-test on per-round log-ratios). This page loads nothing from the network.</footer>",
         env!("CARGO_PKG_VERSION")
     );
-    html::page(&options.title, &header(runs, options), &body)
+    html::page(&options.title, &header(runs, &items, options), &body)
 }
 
-fn header(runs: &[Run], options: &Options) -> String {
-    let rows: usize = runs.iter().map(|r| r.entries.len()).sum();
+fn header(runs: &[Run], items: &[Item], options: &Options) -> String {
+    let rows = items.len();
     let mut models: Vec<String> = Vec::new();
     let mut machines: Vec<String> = Vec::new();
-    for run in runs {
-        for e in &run.entries {
-            if !models.contains(&e.model.label) {
-                models.push(e.model.label.clone());
-            }
-            let machine = machine(e);
-            if let Some(machine) = machine.filter(|m| !machines.contains(m)) {
-                machines.push(machine);
-            }
+    for item in items {
+        if !models.contains(&item.model) {
+            models.push(item.model.clone());
+        }
+        if let Some(machine) = machine(item.entry).filter(|m| !machines.contains(m)) {
+            machines.push(machine);
         }
     }
     let mut out = format!("<h1>{}</h1><div class=\"sub\">", escape(&options.title));
@@ -187,93 +140,6 @@ fn machine(e: &Entry) -> Option<String> {
         .map(|b| format!(", {:.0} GiB", b as f64 / (1u64 << 30) as f64))
         .unwrap_or_default();
     Some(format!("{cpu}{cores}{ram}"))
-}
-
-/// What tells rows apart in a label: the parameters (and run, model, backend) whose values differ among them.
-struct Dims {
-    run: bool,
-    model: bool,
-    backend: bool,
-    parameters: Vec<String>,
-}
-
-impl Dims {
-    fn of(items: &[&Item], runs: &[Run], except: Option<&str>) -> Dims {
-        let differs = |f: &dyn Fn(&Item) -> Option<String>| {
-            let values: Vec<Option<String>> = items.iter().map(|i| f(i)).collect();
-            values.iter().any(|v| *v != values[0])
-        };
-        let mut parameters: Vec<String> = Vec::new();
-        for item in items {
-            for name in item.entry.parameters.keys() {
-                if Some(name.as_str()) != except
-                    && !parameters.contains(name)
-                    && differs(&|i: &Item| i.entry.parameters.get(name).cloned())
-                {
-                    parameters.push(name.clone());
-                }
-            }
-        }
-        parameters.sort_by_key(|p| PARAMETER_NAMES.iter().position(|(n, _)| n == p).unwrap_or(usize::MAX));
-        Dims {
-            run: runs.len() > 1 && differs(&|i: &Item| Some(i.run.to_string())),
-            model: differs(&|i: &Item| Some(i.entry.model.label.clone())),
-            backend: differs(&|i: &Item| Some(i.entry.backend.clone())),
-            parameters,
-        }
-    }
-
-    fn label(&self, item: &Item, runs: &[Run]) -> String {
-        let mut parts = Vec::new();
-        if self.run {
-            parts.push(file_label(&runs[item.run]));
-        }
-        if self.model {
-            parts.push(item.entry.model.label.clone());
-        }
-        if self.backend {
-            parts.push(item.entry.backend.clone());
-        }
-        for p in &self.parameters {
-            parts.push(format!("{} {}", short_name(p), item.entry.parameters.get(p).map_or("-", String::as_str)));
-        }
-        parts.join(" · ")
-    }
-
-    fn words(&self) -> Vec<String> {
-        let mut words = Vec::new();
-        if self.run {
-            words.push("file".to_string());
-        }
-        if self.model {
-            words.push("model".into());
-        }
-        if self.backend {
-            words.push("backend".into());
-        }
-        words.extend(self.parameters.iter().map(|p| short_name(p).to_string()));
-        words
-    }
-}
-
-/// How a table or a legend names a parameter (llama-bench's column headers).
-fn short_name(parameter: &str) -> &str {
-    match parameter {
-        "n_gpu_layers" => "ngl",
-        "n_threads" => "threads",
-        "n_batch" => "n_batch",
-        "n_ubatch" => "n_ubatch",
-        "flash_attn" => "fa",
-        other => other,
-    }
-}
-
-fn rate_word(entry: &Entry) -> &'static str {
-    if entry.test.kind == "text" {
-        "decode tok/s"
-    } else {
-        "t/s"
-    }
 }
 
 fn tile(what: &str, value: &str, unit: &str, how: &str, bad: bool) -> String {
@@ -381,55 +247,12 @@ fn legend_with_files(entries: &[(String, &str)], files: &[(String, Option<&str>)
     out
 }
 
-/// A parameter's values in the order an axis shows them: numbers ascending (`all` last), else as first seen.
-fn order_values(values: &mut [String]) {
-    let number = |v: &str| if v == "all" { Some(f64::INFINITY) } else { v.parse::<f64>().ok() };
-    if values.iter().all(|v| number(v).is_some()) {
-        values.sort_by(|a, b| number(a).unwrap().total_cmp(&number(b).unwrap()));
-    }
-}
-
 fn sweeps(items: &[Item], runs: &[Run]) -> String {
-    let all: Vec<&Item> = items.iter().collect();
-    let varying = Dims::of(&all, runs, None).parameters;
-    let mut cards = String::new();
-    let mut count = 0;
-    for parameter in &varying {
-        let mut tests: Vec<String> = Vec::new();
-        for i in items.iter().filter(|i| i.entry.parameters.contains_key(parameter)) {
-            if !tests.contains(&i.entry.test.name) {
-                tests.push(i.entry.test.name.clone());
-            }
-        }
-        for test in &tests {
-            let rows: Vec<&Item> = items
-                .iter()
-                .filter(|i| &i.entry.test.name == test && i.entry.parameters.contains_key(parameter))
-                .collect();
-            let mut categories: Vec<String> = Vec::new();
-            for i in &rows {
-                let v = &i.entry.parameters[parameter];
-                if !categories.contains(v) {
-                    categories.push(v.clone());
-                }
-            }
-            if categories.len() < 2 {
-                continue;
-            }
-            order_values(&mut categories);
-            let mut metrics = vec![Metric::TokensPerSecond];
-            if rows.iter().any(|i| i.entry.samples.contains_key(&Metric::TimeToFirstTokenMs)) {
-                metrics.push(Metric::TimeToFirstTokenMs);
-            }
-            for metric in metrics {
-                cards.push_str(&sweep_card(&rows, runs, parameter, test, &categories, metric));
-                count += 1;
-            }
-        }
-    }
-    if count == 0 {
+    let charts = view::sweeps(items, runs);
+    if charts.is_empty() {
         return String::new();
     }
+    let cards: String = charts.iter().map(|chart| sweep_card(chart, runs)).collect();
     format!(
         "<section id=\"sweeps\"><h2>Parameter sweeps</h2><p class=\"note\">Each chart puts one swept parameter on the \
          x axis; each line is one combination of the other parameters that vary. Points are means with ± one standard \
@@ -438,97 +261,73 @@ fn sweeps(items: &[Item], runs: &[Run]) -> String {
     )
 }
 
-fn sweep_card(
-    rows: &[&Item],
-    runs: &[Run],
-    parameter: &str,
-    test: &str,
-    categories: &[String],
-    metric: Metric,
-) -> String {
-    let dims = Dims::of(rows, runs, Some(parameter));
-    // A colour per combination of the other parameters; a line style per file.
-    let config_dims = Dims { run: false, ..Dims::of(rows, runs, Some(parameter)) };
-    let mut configs: Vec<String> = Vec::new();
-    let mut series: Vec<Series> = Vec::new();
-    let mut failed = Vec::new();
-    let y_title = if metric == Metric::TokensPerSecond { rate_word(rows[0].entry) } else { metric.label() };
-    for item in rows {
-        let config = config_dims.label(item, runs);
-        let config = if config.is_empty() { test.to_string() } else { config };
-        let color_index = match configs.iter().position(|c| *c == config) {
-            Some(i) => i,
-            None => {
-                configs.push(config.clone());
-                configs.len() - 1
-            }
-        };
-        let label = dims.label(item, runs);
-        let label = if label.is_empty() { test.to_string() } else { label };
-        let index = match series.iter().position(|s| s.label == label) {
-            Some(i) => i,
-            None => {
-                series.push(Series {
-                    label: label.clone(),
-                    color: PALETTE[color_index % PALETTE.len()],
-                    dash: if dims.run { DASHES[item.run % DASHES.len()] } else { None },
-                    points: vec![],
-                });
-                series.len() - 1
-            }
-        };
-        let x = categories.iter().position(|c| *c == item.entry.parameters[parameter]).expect("a category per value");
-        let value = item.entry.parameters[parameter].clone();
-        if item.entry.status == Status::Failed {
-            failed.push(FailedMark {
-                x,
-                color: series[index].color,
-                tooltip: format!(
-                    "{label}, {} {value}: failed — {}",
-                    short_name(parameter),
-                    item.entry.error.as_deref().unwrap_or("no error recorded")
-                ),
-            });
-            continue;
-        }
-        let Some((mean, sd, n)) = item.mean_sd(metric) else { continue };
-        let spread = sd.map(|s| format!(" ± {}", svg::short(s))).unwrap_or_default();
-        series[index].points.push(Point {
-            x,
-            y: mean,
-            err: sd,
+/// Draws one sweep chart of the view-model.
+fn sweep_card(chart: &SweepChart, runs: &[Run]) -> String {
+    let (parameter, test, metric) = (chart.parameter.as_str(), chart.test.as_str(), chart.metric);
+    let colour = |i: usize| PALETTE[i % PALETTE.len()];
+    let dash = |run: usize| DASHES[run % DASHES.len()];
+    let series: Vec<Series> = chart
+        .series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            color: colour(s.colour),
+            dash: s.file.and_then(dash),
+            points: s
+                .points
+                .iter()
+                .map(|p| {
+                    let spread = p.stddev.map(|sd| format!(" ± {}", svg::short(sd))).unwrap_or_default();
+                    Point {
+                        x: p.category,
+                        y: p.mean,
+                        err: p.stddev,
+                        tooltip: format!(
+                            "{}, {} {}: {}{spread} {} (n={}){}",
+                            s.label,
+                            short_name(parameter),
+                            chart.categories[p.category],
+                            svg::short(p.mean),
+                            metric.label(),
+                            p.n,
+                            if p.incomplete { ", incomplete" } else { "" }
+                        ),
+                        incomplete: p.incomplete,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let failed: Vec<FailedMark> = chart
+        .failed
+        .iter()
+        .map(|f| FailedMark {
+            x: f.category,
+            color: colour(chart.series[f.series].colour),
             tooltip: format!(
-                "{label}, {} {value}: {}{spread} {} (n={n}){}",
+                "{}, {} {}: failed — {}",
+                chart.series[f.series].label,
                 short_name(parameter),
-                svg::short(mean),
-                metric.label(),
-                if item.entry.status == Status::Incomplete { ", incomplete" } else { "" }
+                chart.categories[f.category],
+                f.error.as_deref().unwrap_or("no error recorded")
             ),
-            incomplete: item.entry.status == Status::Incomplete,
-        });
-    }
+        })
+        .collect();
     let legend_entries: Vec<(String, &str)> =
-        configs.iter().enumerate().map(|(i, c)| (c.clone(), PALETTE[i % PALETTE.len()])).collect();
-    let files: Vec<(String, Option<&str>)> = if dims.run {
-        let mut seen: Vec<usize> = rows.iter().map(|i| i.run).collect();
-        seen.sort();
-        seen.dedup();
-        seen.iter().map(|&r| (file_label(&runs[r]), DASHES[r % DASHES.len()])).collect()
-    } else {
-        Vec::new()
-    };
-    let words = config_dims.words();
-    let meta = match (words.is_empty(), dims.run) {
+        chart.colours.iter().enumerate().map(|(i, c)| (c.clone(), colour(i))).collect();
+    let files: Vec<(String, Option<&str>)> = chart.files.iter().map(|&r| (file_label(&runs[r]), dash(r))).collect();
+    let words = &chart.colour_words;
+    let meta = match (words.is_empty(), !chart.files.is_empty()) {
         (true, false) => String::new(),
         (true, true) => "one line style per file".into(),
         (false, false) => format!("one colour per {}", words.join(" × ")),
         (false, true) => format!("one colour per {}, one line style per file", words.join(" × ")),
     };
-    let chart = LineChart {
+    let drawn = LineChart {
         label: format!("{test}: {} by {parameter}", metric.label()),
         x_title: axis_name(parameter),
-        y_title: y_title.to_string(),
-        categories: categories.to_vec(),
+        y_title: chart.y_title.clone(),
+        categories: chart.categories.clone(),
         attrs: vec![
             ("data-chart", "sweep".into()),
             ("data-param", parameter.into()),
@@ -538,7 +337,7 @@ fn sweep_card(
         series,
         failed,
     };
-    let has_failed = !chart.failed.is_empty();
+    let has_failed = !drawn.failed.is_empty();
     let legend = if legend_entries.len() > 1 || !files.is_empty() || has_failed {
         legend_with_files(if legend_entries.len() > 1 { &legend_entries } else { &[] }, &files, has_failed)
     } else {
@@ -550,7 +349,7 @@ fn sweep_card(
         escape(metric.label()),
         escape(short_name(parameter)),
         escape(&meta),
-        chart.render()
+        drawn.render()
     )
 }
 
@@ -909,7 +708,8 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
     let mut varying: Vec<String> = Vec::new();
     for pair in &c.pairs {
         for name in pair.parameters.keys() {
-            let values: Vec<Option<&String>> = c.pairs.iter().map(|p| p.parameters.get(name)).collect();
+            // Only the pairs that record the parameter: one that does not is no difference (view.rs's rule).
+            let values: Vec<&String> = c.pairs.iter().filter_map(|p| p.parameters.get(name)).collect();
             if values.iter().any(|v| *v != values[0]) && !varying.contains(name) {
                 varying.push(name.clone());
             }
@@ -928,7 +728,9 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
             parts.push(pair.backend.clone());
         }
         for p in &varying {
-            parts.push(format!("{} {}", short_name(p), pair.parameters.get(p).map_or("-", String::as_str)));
+            if let Some(value) = pair.parameters.get(p) {
+                parts.push(format!("{} {value}", short_name(p)));
+            }
         }
         let who = parts.join(" · ");
         if pair.metrics.is_empty() {
@@ -1106,7 +908,7 @@ fn tables(items: &[Item], runs: &[Run]) -> String {
             };
             let _ = write!(out, "<tr class=\"{status}\"><td>{}</td><td>{}</td>", e.row, escape(&e.test.name));
             if dims.model {
-                let _ = write!(out, "<td>{}</td>", escape(&e.model.label));
+                let _ = write!(out, "<td>{}</td>", escape(&item.model));
             }
             if dims.backend {
                 let _ = write!(out, "<td>{}</td>", escape(&e.backend));
@@ -1183,6 +985,34 @@ mod tests {
     }
     use velollm_fixtures::{text_samples_at, token_samples_at, Row};
     use velollm_results::read_str;
+
+    #[test]
+    fn llama_bench_rows_beside_velollm_rows_of_the_same_file_show_one_model_and_no_unrecorded_parameter() {
+        // llama-bench's rows in its documented `-o json` layout (SmolLM2-135M-Instruct.Q4_1.gguf, "llama ?B Q4_1")
+        // beside velollm's rows of the same file, as `velollm report llama-bench.json velollm.json` reads them.
+        let data =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../velollm-compare/tests/data/llama-bench.json");
+        let llama_bench = velollm_results::read_file(&data).unwrap();
+        let rows: Vec<Value> = [(512, 0, 2, [1040.0, 1050.0]), (0, 128, 2, [58.0, 58.2]), (0, 128, 1, [33.0, 33.4])]
+            .iter()
+            .map(|&(n_prompt, n_gen, threads, rates)| {
+                Row::tokens(n_prompt, n_gen, 0, token_samples_at(n_prompt, n_gen, &rates)).threads(threads).to_json()
+            })
+            .collect();
+        let mut velollm = read_str(&serde_json::to_string(&rows).unwrap()).unwrap();
+        velollm.path = "velollm.json".into();
+        let page = render(&[llama_bench, velollm], &Options::default());
+        // One model, under the name velollm read from the file.
+        assert!(page.contains("6 rows from 2 files · SmolLM2 135M Instruct"), "{page}");
+        assert!(!page.contains("llama ?B Q4_1"), "llama-bench's description is not a second model");
+        // llama-bench's parameters that velollm does not record are not listed as if they varied: not on the
+        // sweep's card, legend or series, nor in the comparison's rows.
+        for unrecorded in ["cpu_mask", "cpu_strict", "poll", "no_kv_offload", "embeddings"] {
+            assert!(!page.contains(&format!("{unrecorded} -")), "{unrecorded} listed as varying");
+        }
+        assert!(page.contains("data-chart=\"sweep\" data-param=\"n_threads\" data-test=\"tg128\""), "{page}");
+        assert!(!page.contains("data-param=\"cpu_mask\""));
+    }
 
     /// Rows with `samples_ts` (and the per-iteration rates) replaced by `values`, threads 1 and 2.
     fn hostile_run(values: &[Value]) -> Run {
