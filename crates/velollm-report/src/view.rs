@@ -94,11 +94,24 @@ pub fn items(runs: &[Run]) -> Vec<Item<'_>> {
             }
         }
     }
-    let names: Vec<String> = groups
+    let named: Vec<&Entry> = groups
         .iter()
         .map(|g| {
-            let named = g.iter().find(|&&i| entries[i].1.tool == velollm_results::Tool::Velollm).unwrap_or(&g[0]);
-            entries[*named].1.model.label.clone()
+            let first = g.iter().find(|&&i| entries[i].1.tool == velollm_results::Tool::Velollm).unwrap_or(&g[0]);
+            entries[*first].1
+        })
+        .collect();
+    // Two files under one name (a model's Q4 and Q8 files share `general.name`) are two models: their file
+    // names tell them apart.
+    let names: Vec<String> = named
+        .iter()
+        .map(|e| {
+            let shared = named.iter().filter(|o| o.model.label == e.model.label).count() > 1;
+            if shared {
+                format!("{} ({})", e.model.label, e.model.file_name)
+            } else {
+                e.model.label.clone()
+            }
         })
         .collect();
     entries
@@ -396,6 +409,15 @@ mod tests {
         assert_eq!(names[..3], ["llama ?B Q4_1"; 3]);
         assert_eq!(names[3..], ["SmolLM2 135M Instruct"; 3]);
         assert!(Dims::of(&other.iter().collect::<Vec<_>>(), &runs, None).model);
+        // Two files that share a name inside are told apart by their file names.
+        let mut q8 = runs[1].clone();
+        for e in &mut q8.entries {
+            e.model.label = "llama ?B Q4_1".into();
+        }
+        let runs = vec![runs[0].clone(), q8];
+        let names: Vec<String> = super::items(&runs).into_iter().map(|i| i.model).collect();
+        assert_eq!(names[0], "llama ?B Q4_1 (SmolLM2-135M-Instruct.Q4_1.gguf)");
+        assert_eq!(names[5], "llama ?B Q4_1 (SmolLM2-135M-Instruct.Q8_0.gguf)");
     }
 
     #[test]
