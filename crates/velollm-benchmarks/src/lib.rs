@@ -23,23 +23,13 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
-#[cfg(feature = "fetch")]
-pub mod fetch;
 mod hardware;
-#[cfg(feature = "hf")]
-pub mod hf;
-mod model;
 pub mod plan;
-pub mod range;
 mod row;
 mod runner;
 mod suite;
 
 pub use hardware::{engine_devices, hardware_info};
-pub use model::{
-    default_model_for, fetch_dir, identify_model, known_models, model_dirs, resolve_model, resolve_model_source,
-    user_model_dir, KnownModel, ResolvedModel, DEFAULT_MODEL,
-};
 pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
 pub use row::RowInProgress;
 pub use runner::{
@@ -78,4 +68,17 @@ pub enum BenchError {
     Interrupted,
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<velollm_models::ModelError> for BenchError {
+    fn from(error: velollm_models::ModelError) -> BenchError {
+        use velollm_models::ModelError;
+        match error {
+            ModelError::Invalid(message) => BenchError::Model(message),
+            ModelError::Missing { reference, file, searched, fetch_command } => {
+                BenchError::ModelMissing { reference, file, searched, fetch_command }
+            }
+            ModelError::Interrupted => BenchError::Interrupted,
+        }
+    }
 }

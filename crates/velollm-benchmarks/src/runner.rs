@@ -24,8 +24,8 @@ use velollm_core::{
     TokenRequest, TokenTest,
 };
 use velollm_hw::telemetry::Telemetry;
+use velollm_models::{identify_model, resolve_model_source};
 
-use crate::model::{identify_model, resolve_model_source};
 use crate::plan::{Instance, Plan, Repetitions, TestCase};
 use crate::row::RowInProgress;
 use crate::BenchError;

@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use velollm_benchmarks::range::{parse_u32_list, parse_u32_list_with_word, parse_value_list};
 use velollm_benchmarks::{
-    default_model_for, standard_suite, AutoRepetitions, BenchmarkConfig, ExplicitEngineParams, FlashAttention,
-    GpuLayers, KvCacheType, Repetitions, SplitMode, SweepSpec, TestCase, TokenTest,
+    standard_suite, AutoRepetitions, BenchmarkConfig, ExplicitEngineParams, FlashAttention, GpuLayers, KvCacheType,
+    Repetitions, SplitMode, SweepSpec, TestCase, TokenTest,
 };
 use velollm_core::{DeviceSelection, TensorSplit};
+use velollm_models::default_model_for;
 
 use velollm_export::Format;
 
+use crate::range::{parse_u32_list, parse_u32_list_with_word, parse_value_list};
 use crate::UsageError;
 
 fn parse_format(name: &str) -> Result<Format, String> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use velollm_benchmarks::{fetch_dir, known_models, model_dirs, KnownModel, DEFAULT_MODEL};
+use velollm_models::{fetch_dir, known_models, model_dirs, KnownModel, DEFAULT_MODEL};
 
 use crate::{show, UsageError};
 
@@ -121,7 +121,7 @@ mod download {
     use std::time::Duration;
 
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    use velollm_benchmarks::fetch::{fetch_model, index_url, Event, FetchError, FetchOptions, Outcome};
+    use velollm_models::fetch::{fetch_model, index_url, Event, FetchError, FetchOptions, Outcome};
 
     use super::*;
 

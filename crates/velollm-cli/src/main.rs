@@ -8,6 +8,7 @@ mod detect;
 mod fetch;
 mod optimize;
 mod progress;
+mod range;
 mod report;
 mod rpc_server;
 mod synth;

@@ -34,7 +34,7 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     let hardware = velollm_benchmarks::hardware_info();
     let model = match &args.model {
         Some(reference) => {
-            let path = velollm_benchmarks::resolve_model(reference)?;
+            let path = velollm_models::resolve_model(reference)?;
             let gguf = GgufFile::read(&path, ReadOptions::default())?;
             Some(ModelFacts::from_gguf(reference, &gguf))
         }

@@ -62,7 +62,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     let pending = PendingFile::create(&output).map_err(SynthError::from)?;
 
     let vocab_reference = args.vocab.as_deref().unwrap_or(spec.arch.vocab_source);
-    let vocab_path = velollm_benchmarks::resolve_model(vocab_reference)
+    let vocab_path = velollm_models::resolve_model(vocab_reference)
         .map_err(|e| anyhow::anyhow!("the tokenizer comes from {vocab_reference}: {e}"))?;
     let vocab = Vocabulary::read(&vocab_path)?;
     if args.vocab_only {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::BenchError;
+use crate::ModelError;
 
 /// The prefix that marks a Hugging Face reference.
 pub const PREFIX: &str = "hf:";
@@ -26,9 +26,9 @@ pub struct HfReference {
 }
 
 /// Parses `hf:ORG/REPO/FILE[@REVISION]`.
-pub fn parse(reference: &str) -> Result<HfReference, BenchError> {
+pub fn parse(reference: &str) -> Result<HfReference, ModelError> {
     let bad = || {
-        BenchError::Model(format!(
+        ModelError::Invalid(format!(
             "invalid Hugging Face reference '{reference}': expected hf:ORG/REPO/FILE.gguf or hf:ORG/REPO/FILE.gguf@REVISION"
         ))
     };
@@ -69,7 +69,7 @@ fn offline() -> bool {
 }
 
 /// The local path of the referenced file: from the cache, else downloaded into it (unless offline).
-pub fn resolve(reference: &str, show_progress: bool) -> Result<PathBuf, BenchError> {
+pub fn resolve(reference: &str, show_progress: bool) -> Result<PathBuf, ModelError> {
     let parsed = parse(reference)?;
     let cache_dir = hub_cache_dir();
     let repo = Repo::with_revision(parsed.repo.clone(), RepoType::Model, parsed.revision.clone());
@@ -78,7 +78,7 @@ pub fn resolve(reference: &str, show_progress: bool) -> Result<PathBuf, BenchErr
     }
     let repo_dir = cache_dir.join(repo.folder_name());
     if offline() {
-        return Err(BenchError::Model(format!(
+        return Err(ModelError::Invalid(format!(
             "{reference} is not in the Hugging Face cache (looked in {}) and HF_HUB_OFFLINE is set; \
              unset it to download, or set HF_HUB_CACHE / HF_HOME to the cache that holds it",
             repo_dir.display()
@@ -89,10 +89,10 @@ pub fn resolve(reference: &str, show_progress: bool) -> Result<PathBuf, BenchErr
         .with_progress(show_progress)
         .with_token(std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
         .build()
-        .map_err(|e| BenchError::Model(format!("cannot start a Hugging Face client: {e}")))?;
+        .map_err(|e| ModelError::Invalid(format!("cannot start a Hugging Face client: {e}")))?;
     api.repo(repo).get(&parsed.file).map_err(|e| {
         let reason = e.to_string().lines().next().unwrap_or_default().to_string();
-        BenchError::Model(format!(
+        ModelError::Invalid(format!(
             "cannot download {reference} ({reason}); it is not in the Hugging Face cache at {} either: check \
              the name and the network, or put the file in the cache",
             repo_dir.display()

@@ -452,7 +452,7 @@ pub fn check_model_file(
     if meta.len() != model.bytes {
         return Ok(Err(format!("{} bytes instead of {}", meta.len(), model.bytes)));
     }
-    match crate::model::sha256_file(path, cancel) {
+    match crate::sha256_file(path, cancel) {
         Ok(Some(sha)) if sha == model.sha256 => Ok(Ok(())),
         Ok(Some(sha)) => Ok(Err(format!("sha256 {sha} instead of {}", model.sha256))),
         Ok(None) => Err(FetchError::Interrupted),
