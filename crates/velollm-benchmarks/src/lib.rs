@@ -23,12 +23,14 @@
 //! [`BenchmarkResult`] through `velollm-core`'s formulas. An [`Observer`] hears about every step, which is
 //! how the CLI draws progress and saves each result the moment it exists.
 
+mod build_info;
 mod hardware;
 pub mod plan;
 mod row;
 mod runner;
 mod suite;
 
+pub use build_info::{build_info, BuildInfo};
 pub use hardware::{engine_devices, hardware_info};
 pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
 pub use row::RowInProgress;

@@ -6,6 +6,7 @@ mod collect;
 mod compare;
 mod detect;
 mod fetch;
+mod generated;
 mod optimize;
 mod progress;
 mod range;
@@ -17,13 +18,14 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit status of a usage error (bad flag or value), as clap uses it.
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "velollm", version, about = "Measure how fast large language models run on this machine")]
+// The version texts are set at run time (`cli_command`): the long one names the engine builds.
+#[command(name = "velollm", about = "Measure how fast large language models run on this machine")]
 struct Cli {
     /// More output: -v shows the engine's own log lines, -vv debug logs.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -55,6 +57,16 @@ enum Command {
     /// Serve this machine's devices to `velollm benchmark --rpc` on another host (ggml's RPC server; run the
     /// same velollm build on both; the protocol has no authentication: keep it on a trusted network).
     RpcServer(rpc_server::RpcServerArgs),
+    /// Print a shell completion script for velollm (bash, zsh, fish, …) to stdout.
+    Completions(generated::CompletionsArgs),
+    /// Print velollm's man page (roff), or a subcommand's, to stdout.
+    Man(generated::ManArgs),
+}
+
+/// The command line's definition, with the versions filled in: `-V` the version, `--version` also the engines'
+/// builds and what was compiled in.
+fn cli_command() -> clap::Command {
+    Cli::command().version(generated::short_version()).long_version(generated::long_version())
 }
 
 /// A usage error: one line, exit status 2.
@@ -71,7 +83,10 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let process_start = Instant::now();
-    let cli = match Cli::try_parse_from(llama_bench_spellings(std::env::args_os())) {
+    let parsed = cli_command()
+        .try_get_matches_from(llama_bench_spellings(std::env::args_os()))
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
@@ -90,6 +105,8 @@ fn main() -> ExitCode {
             Command::Compare(args) => compare::run(args),
             Command::Report(args) => report::run(args),
             Command::RpcServer(args) => rpc_server::run(args),
+            Command::Completions(args) => generated::completions(args, cli_command()),
+            Command::Man(args) => generated::man(args, cli_command()),
         }
     });
     match outcome {

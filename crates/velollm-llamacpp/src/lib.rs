@@ -84,19 +84,29 @@ impl LlamaCppBackend {
 
 /// llama.cpp's version string and build description.
 pub fn engine_info() -> EngineInfo {
-    // SAFETY: these functions return pointers to static, NUL-terminated strings owned by llama.cpp.
-    let read = |ptr: *const std::os::raw::c_char| {
-        (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy().trim().to_string())
-    };
-    let ggml_version = read(unsafe { llama_cpp_sys_2::ggml_version() });
-    let ggml_commit = read(unsafe { llama_cpp_sys_2::ggml_commit() });
-    let system_info = read(unsafe { llama_cpp_sys_2::llama_print_system_info() });
-    let version = format!(
+    // SAFETY: llama_print_system_info returns a pointer to a static, NUL-terminated string owned by llama.cpp.
+    let system_info = read_static(unsafe { llama_cpp_sys_2::llama_print_system_info() });
+    EngineInfo { version: Some(version()), build: system_info }
+}
+
+/// llama.cpp's version as this build links it: the llama-cpp-sys-2 release, and ggml's version and commit as
+/// the library reports them (llama-cpp-sys-2 does not expose llama.cpp's build number). Reads two static
+/// strings; no backend is initialised.
+pub fn version() -> String {
+    // SAFETY: these functions return pointers to static, NUL-terminated strings owned by ggml.
+    let ggml_version = read_static(unsafe { llama_cpp_sys_2::ggml_version() });
+    let ggml_commit = read_static(unsafe { llama_cpp_sys_2::ggml_commit() });
+    format!(
         "llama.cpp (llama-cpp-sys-2 {LLAMA_CPP_SYS_VERSION}, ggml {} commit {})",
         ggml_version.as_deref().unwrap_or("unknown"),
         ggml_commit.as_deref().unwrap_or("unknown"),
-    );
-    EngineInfo { version: Some(version), build: system_info }
+    )
+}
+
+/// A static C string of llama.cpp's, trimmed; `None` for a null pointer.
+fn read_static(ptr: *const std::os::raw::c_char) -> Option<String> {
+    // SAFETY: callers pass pointers to static, NUL-terminated strings owned by llama.cpp, or null.
+    (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy().trim().to_string())
 }
 
 /// Whether llama.cpp has a device to offload layers to: a GPU it sees, or an RPC server registered with

@@ -153,6 +153,14 @@ fn describe_bytes(first: &[u8], stream: &mut TcpStream) -> String {
     }
 }
 
+/// Whether this build has ggml's RPC backend (built with `GGML_RPC=ON`; with `dynamic-backends`, once the
+/// backends are loaded).
+pub fn compiled_in() -> bool {
+    let reg_name = CString::new("RPC").expect("no NUL");
+    // SAFETY: a registry query by NUL-terminated name; null when there is none.
+    !unsafe { llama_cpp_sys_2::ggml_backend_reg_by_name(reg_name.as_ptr()) }.is_null()
+}
+
 /// The RPC backend's registry and one of its functions, looked up by name.
 fn rpc_function(name: &str) -> Result<*mut std::ffi::c_void, String> {
     let missing = || format!("this velollm was built without ggml's RPC backend (no {name}); rebuild with GGML_RPC=ON");
