@@ -189,7 +189,10 @@ fn auto_repetitions_follow_the_policy() {
     let (outcome, _) = run(&plan(vec![tg(8, 5)], &[1]), &options(1, timed), &script);
     let row = &outcome.rows[0];
     assert_eq!(row.repetitions.stopped_because, StopRule::CiTarget);
-    assert!(row.iterations_completed >= 8, "{}", row.iterations_completed);
+    // Identical rates meet the target at the first check, so the row ends once 40 ms of timed work are done: a
+    // sleep never ends early, so 8 repetitions always get there, and a busy machine's longer sleeps get there
+    // sooner (7 was seen under load). A rule that ignored the minimum time would stop at the second.
+    assert!((3..=8).contains(&row.iterations_completed), "{}", row.iterations_completed);
     assert_eq!(row.repetitions.checks, Some(1));
 }
 
