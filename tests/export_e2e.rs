@@ -75,9 +75,14 @@ fn appended_formats_survive_a_kill_with_every_finished_row() {
         .unwrap();
     let mut child = KillOnDrop(child);
     let child = &mut child.0;
-    // Kill (SIGKILL: no handler runs, nothing is flushed at exit) as soon as the first row is on disk.
+    // Kill (SIGKILL: no handler runs, nothing is flushed at exit) as soon as the first row is on disk in every
+    // appended format. The formats are written one after the other, so waiting for the JSON Lines alone could kill
+    // between its append and the CSV's (seen while four builds shared the machine's two cores).
     let deadline = Instant::now() + Duration::from_secs(600);
-    while std::fs::read_to_string(path("r.jsonl")).map_or(true, |t| !t.contains('\n')) {
+    let has_first_row = |name: &str, mark: &str| std::fs::read_to_string(path(name)).is_ok_and(|t| t.contains(mark));
+    while !(has_first_row("r.jsonl", "\n") && has_first_row("r.sql", "INSERT") && {
+        std::fs::read_to_string(path("r.csv")).is_ok_and(|t| t.lines().count() >= 2)
+    }) {
         assert!(Instant::now() < deadline, "the first row never finished");
         assert!(child.try_wait().unwrap().is_none(), "velollm exited before it could be killed");
         std::thread::sleep(Duration::from_millis(20));
@@ -93,12 +98,14 @@ fn appended_formats_survive_a_kill_with_every_finished_row() {
     assert_eq!(rows[0].config.name, "short_completion");
     assert_eq!(rows[0].samples.len(), 3, "the finished row has all its iterations");
     let n = rows.len();
-    // CSV and SQL are appended and synced per row too: a header and exactly the finished rows.
+    // CSV and SQL are appended and synced per row too: a header and whole rows, the first one at least, and at
+    // most one row behind the JSON Lines (the kill may fall between two formats' appends of a later row).
     let csv = csv_records(&std::fs::read_to_string(path("r.csv")).unwrap());
-    assert_eq!(csv.len(), 1 + n, "{csv:?}");
+    assert!(csv.len() == 1 + n || (n > 1 && csv.len() == n), "{} CSV records, {n} rows in the JSON Lines", csv.len());
     assert!(csv.iter().all(|r| r.len() == csv[0].len()));
     assert_eq!(csv[1][csv[0].iter().position(|h| h == "benchmark").unwrap()], "short_completion");
-    assert_eq!(sqlite_count(&path("r.sql")), n, "sqlite3 loads every finished row");
+    let sql_rows = sqlite_count(&path("r.sql"));
+    assert!(sql_rows == n || (n > 1 && sql_rows + 1 == n), "sqlite3 loads {sql_rows} rows, {n} in the JSON Lines");
     // The whole-file formats were rewritten atomically after each row: complete documents, at most one row behind.
     // (The kill may fall between the JSON Lines append and their rewrite: before the first rewrite, no file.)
     let json: Vec<Value> = match std::fs::read_to_string(path("r.json")) {
