@@ -11,6 +11,9 @@
 //!   each token position, per benchmark;
 //! - every row in a table, failed rows with their error.
 //!
+//! Each section is computed first as data in [`view`] (unit-tested there: which charts, series, points, columns)
+//! and only drawn here; lib.rs formats numbers and writes HTML, it decides nothing.
+//!
 //! The page needs no network and runs no script: the charts are SVG drawn here ([`svg`]), the styles inline.
 //! Every data mark carries `data-*` attributes, so a test can count what a browser rendered.
 
@@ -18,18 +21,19 @@ pub mod html;
 pub mod svg;
 pub mod view;
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde_json::Value;
-use velollm_compare::{compare, select, Comparison, Method, Selector, Verdict};
-use velollm_results::{Entry, Metric, Run, Status};
+use velollm_compare::{Selector, Verdict};
+use velollm_results::{Run, Status};
 
 use html::escape;
 use svg::{
     Band, Bar, BarChart, Change, FailedMark, Forest, Histogram, LineChart, Marker, Point, Series, DASHES, PALETTE,
 };
-use view::{axis_name, file_label, short_name, Dims, Item, SweepChart};
+use view::{
+    axis_name, file_label, short_name, Backends, ChangeKind, ChangeLine, ComparisonCard, Comparisons, Header,
+    Latencies, LatencyCard, Placements, RowTable, SweepChart, Tile, TileValue,
+};
 
 /// What the page shows beyond the runs themselves.
 #[derive(Debug, Clone)]
@@ -65,15 +69,22 @@ impl Default for Options {
 pub fn render(runs: &[Run], options: &Options) -> String {
     let items = view::items(runs);
     let mut body = String::new();
-    body.push_str(&tiles(&items, runs));
+    body.push_str(&tiles(&view::tiles(&items, runs)));
     if runs.len() >= 2 || (options.base_rows.is_some() && options.new_rows.is_some()) {
-        body.push_str(&comparisons(runs, options));
+        let view = view::comparisons(runs, options.base_rows.as_ref(), options.new_rows.as_ref(), &options.ignore);
+        body.push_str(&comparisons(&view, options.fail_if_slower));
     }
-    body.push_str(&sweeps(&items, runs));
-    body.push_str(&placements(&items, runs));
-    body.push_str(&backends(&items));
-    body.push_str(&latencies(&items, runs, options.max_latency_charts));
-    body.push_str(&tables(&items, runs));
+    body.push_str(&sweeps(&view::sweeps(&items, runs), runs));
+    if let Some(view) = view::placements(&items, runs) {
+        body.push_str(&placements(&view));
+    }
+    if let Some(view) = view::backends(&items) {
+        body.push_str(&backends(&view));
+    }
+    if let Some(view) = view::latencies(&items, runs, options.max_latency_charts) {
+        body.push_str(&latencies(&view, options.max_latency_charts));
+    }
+    body.push_str(&tables(&view::tables(&items, runs)));
     let _ = write!(
         body,
         "<footer>Made by velollm report {}. Rates and statistics as docs/metrics.md defines them; error bars are ± one \
@@ -81,65 +92,37 @@ pub fn render(runs: &[Run], options: &Options) -> String {
          run: a paired t-test on per-round log-ratios). This page loads nothing from the network.</footer>",
         env!("CARGO_PKG_VERSION")
     );
-    html::page(&options.title, &header(runs, &items, options), &body)
+    html::page(&options.title, &header(&view::header(&items, runs), options), &body)
 }
 
-fn header(runs: &[Run], items: &[Item], options: &Options) -> String {
-    let rows = items.len();
-    let mut models: Vec<String> = Vec::new();
-    let mut machines: Vec<String> = Vec::new();
-    for item in items {
-        if !models.contains(&item.model) {
-            models.push(item.model.clone());
-        }
-        if let Some(machine) = machine(item.entry).filter(|m| !machines.contains(m)) {
-            machines.push(machine);
-        }
-    }
+fn header(view: &Header, options: &Options) -> String {
+    let rows = view.rows;
     let mut out = format!("<h1>{}</h1><div class=\"sub\">", escape(&options.title));
     let _ = write!(
         out,
         "{rows} row{} from {} file{} · {}",
         if rows == 1 { "" } else { "s" },
-        runs.len(),
-        if runs.len() == 1 { "" } else { "s" },
-        escape(&models.join(", "))
+        view.files.len(),
+        if view.files.len() == 1 { "" } else { "s" },
+        escape(&view.models.join(", "))
     );
-    if !machines.is_empty() {
-        let _ = write!(out, " · {}", escape(&machines.join("; ")));
+    if !view.machines.is_empty() {
+        let _ = write!(out, " · {}", escape(&view.machines.join("; ")));
     }
     out.push_str("</div><div class=\"files\">");
-    for (i, run) in runs.iter().enumerate() {
-        let role = match (runs.len(), i) {
-            (1, _) => String::new(),
-            (_, 0) => "base: ".into(),
-            _ => "new: ".into(),
-        };
+    for file in &view.files {
+        let role = file.role.map(|r| format!("{r}: ")).unwrap_or_default();
         let _ = write!(
             out,
             "<span class=\"file\" title=\"{}\">{role}{} ({}, {} rows)</span>",
-            escape(&run.path.display().to_string()),
-            escape(&file_label(run)),
-            run.tools(),
-            run.entries.len()
+            escape(&file.path),
+            escape(&file.label),
+            file.tools,
+            file.rows
         );
     }
     out.push_str("</div>");
     out
-}
-
-/// The machine a row ran on, in a few words (velollm rows only).
-fn machine(e: &Entry) -> Option<String> {
-    let env = e.source.get("environment")?;
-    let cpu = env.get("cpu_model").and_then(Value::as_str)?;
-    let cores =
-        env.get("cpu_physical_cores").and_then(Value::as_u64).map(|c| format!(", {c} cores")).unwrap_or_default();
-    let ram = env
-        .get("ram_bytes")
-        .and_then(Value::as_u64)
-        .map(|b| format!(", {:.0} GiB", b as f64 / (1u64 << 30) as f64))
-        .unwrap_or_default();
-    Some(format!("{cpu}{cores}{ram}"))
 }
 
 fn tile(what: &str, value: &str, unit: &str, how: &str, bad: bool) -> String {
@@ -153,73 +136,17 @@ fn tile(what: &str, value: &str, unit: &str, how: &str, bad: bool) -> String {
     )
 }
 
-fn tiles(items: &[Item], runs: &[Run]) -> String {
-    let count = |s: Status| items.iter().filter(|i| i.entry.status == s).count();
-    let (ok, incomplete, failed) = (count(Status::Ok), count(Status::Incomplete), count(Status::Failed));
+fn tiles(view: &[Tile]) -> String {
     let mut out = String::from("<div class=\"tiles\">");
-    let mut how = format!("{ok} ok");
-    if incomplete > 0 {
-        how.push_str(&format!(" · {incomplete} incomplete"));
-    }
-    if failed > 0 {
-        how.push_str(&format!(" · {failed} failed"));
-    }
-    out.push_str(&tile("Rows", &items.len().to_string(), "", &how, false));
-    let all: Vec<&Item> = items.iter().collect();
-    let dims = Dims::of(&all, runs, None);
-    let describe = |i: &Item| {
-        let label = dims.label(i, runs);
-        if label.is_empty() {
-            format!("{} · {}", i.entry.test.name, i.entry.backend)
-        } else {
-            format!("{} · {label}", i.entry.test.name)
-        }
-    };
-    let best = |filter: &dyn Fn(&Item) -> bool, metric: Metric, higher: bool| {
-        items
-            .iter()
-            .filter(|i| filter(i) && i.entry.status != Status::Failed)
-            .filter_map(|i| i.mean_sd(metric).map(|m| (i, m.0)))
-            .max_by(|a, b| if higher { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) })
-    };
-    if let Some((i, v)) =
-        best(&|i| i.entry.test.kind == "text" || i.entry.test.kind == "tg", Metric::TokensPerSecond, true)
-    {
-        out.push_str(&tile("Fastest decode", &svg::short(v), " tok/s", &describe(i), false));
-    }
-    if let Some((i, v)) = best(&|i| i.entry.test.kind == "pp", Metric::TokensPerSecond, true) {
-        out.push_str(&tile("Fastest prompt processing", &svg::short(v), " t/s", &describe(i), false));
-    } else if let Some((i, v)) = best(&|i| i.entry.test.kind == "text", Metric::PromptTokensPerSecond, true) {
-        out.push_str(&tile("Fastest prompt evaluation", &svg::short(v), " tok/s", &describe(i), false));
-    }
-    if let Some((i, v)) = best(&|i| i.entry.test.kind == "text", Metric::TimeToFirstTokenMs, false) {
-        out.push_str(&tile("Lowest time to first token", &svg::short(v), " ms", &describe(i), false));
-    }
-    if failed > 0 {
-        let first = items.iter().find(|i| i.entry.status == Status::Failed).expect("counted above");
-        out.push_str(&tile(
-            "Failed",
-            &failed.to_string(),
-            "",
-            &format!(
-                "first: {} — {}",
-                describe(first),
-                clip(first.entry.error.as_deref().unwrap_or("no error recorded"), 90)
-            ),
-            true,
-        ));
+    for t in view {
+        let value = match t.value {
+            TileValue::Count(n) => n.to_string(),
+            TileValue::Measured(v) => svg::short(v),
+        };
+        out.push_str(&tile(t.what, &value, t.unit, &t.how, t.bad));
     }
     out.push_str("</div>");
     out
-}
-
-/// At most `max` characters, with an ellipsis when cut.
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>().trim_end())
-    }
 }
 
 fn legend(entries: &[(String, &str)], failed: bool) -> String {
@@ -247,8 +174,7 @@ fn legend_with_files(entries: &[(String, &str)], files: &[(String, Option<&str>)
     out
 }
 
-fn sweeps(items: &[Item], runs: &[Run]) -> String {
-    let charts = view::sweeps(items, runs);
+fn sweeps(charts: &[SweepChart], runs: &[Run]) -> String {
     if charts.is_empty() {
         return String::new();
     }
@@ -353,68 +279,35 @@ fn sweep_card(chart: &SweepChart, runs: &[Run]) -> String {
     )
 }
 
-/// Layers per device along the layer-offload curve: what llama.cpp placed on the CPU and on each GPU or RPC
-/// server at every `n_gpu_layers` value (rows that record their devices, velollm's `effective.devices`).
-fn placements(items: &[Item], runs: &[Run]) -> String {
-    // (group label, device name, layers, tooltip), in row order; one group per load of the curve.
-    let mut groups: Vec<String> = Vec::new();
-    let mut devices: Vec<String> = Vec::new();
-    let mut bars: Vec<(usize, String, f64, String)> = Vec::new();
-    let varying = Dims::of(&items.iter().collect::<Vec<_>>(), runs, None).parameters;
-    if !varying.iter().any(|p| p == "n_gpu_layers" || p == "devices" || p == "tensor_split") {
-        return String::new();
-    }
-    for item in items {
-        let Some(placed) = item.entry.source["parameters"]["effective"]["devices"].as_array() else { continue };
-        if !placed.iter().any(|d| d["backend"].as_str().is_some_and(|b| b != "CPU")) {
-            continue;
-        }
-        let parameters = &item.entry.parameters;
-        let mut label = format!("ngl {}", parameters.get("n_gpu_layers").map_or("?", String::as_str));
-        for extra in ["devices", "tensor_split"] {
-            if varying.iter().any(|p| p == extra) {
-                let _ = write!(label, " · {}", parameters.get(extra).map_or("?", String::as_str));
-            }
-        }
-        if groups.contains(&label) {
-            continue;
-        }
-        groups.push(label.clone());
-        for device in placed {
-            let name = device["name"].as_str().unwrap_or("?").to_string();
-            let layers = device["layers"].as_f64().unwrap_or(0.0);
-            if !devices.contains(&name) {
-                devices.push(name.clone());
-            }
-            let where_ =
-                device["description"].as_str().filter(|d| !d.is_empty()).map(|d| format!(" ({d})")).unwrap_or_default();
-            let megabytes = device["model_buffer_bytes"].as_f64().unwrap_or(0.0) / 1e6;
-            bars.push((
-                groups.len() - 1,
-                name.clone(),
-                layers,
-                format!("{label}: {name}{where_} holds {layers} layers, {} MB of weights", svg::short(megabytes)),
-            ));
-        }
-    }
-    if groups.len() < 2 {
-        return String::new();
-    }
+/// Layers per device along the layer-offload curve.
+fn placements(view: &Placements) -> String {
+    let colour = |device: usize| PALETTE[device % PALETTE.len()];
     let chart = BarChart {
         label: "layers per device along the offload curve".into(),
         y_title: "layers".into(),
-        groups,
-        bars: bars
-            .into_iter()
-            .map(|(group, name, layers, tooltip)| {
-                let index = devices.iter().position(|d| *d == name).unwrap_or(0);
-                Bar { group, label: name, color: PALETTE[index % PALETTE.len()], value: layers, err: None, tooltip }
+        groups: view.groups.clone(),
+        bars: view
+            .bars
+            .iter()
+            .map(|b| {
+                let name = &view.devices[b.device];
+                let location = b.location.as_ref().map(|l| format!(" ({l})")).unwrap_or_default();
+                let weights =
+                    b.weight_megabytes.map(|mb| format!(", {} MB of weights", svg::short(mb))).unwrap_or_default();
+                Bar {
+                    group: b.group,
+                    label: name.clone(),
+                    color: colour(b.device),
+                    value: b.layers,
+                    err: None,
+                    tooltip: format!("{}: {name}{location} holds {} layers{weights}", view.groups[b.group], b.layers),
+                }
             })
             .collect(),
         attrs: vec![("data-chart", "placement".into())],
     };
     let legend_entries: Vec<(String, &str)> =
-        devices.iter().enumerate().map(|(i, d)| (d.clone(), PALETTE[i % PALETTE.len()])).collect();
+        view.devices.iter().enumerate().map(|(i, d)| (d.clone(), colour(i))).collect();
     format!(
         "<section id=\"placement\"><h2>Where the layers ran</h2><p class=\"note\">For each load of the sweep, the \
          layers llama.cpp assigned to each device (its own per-layer placement): the CPU, local GPUs and RPC servers \
@@ -425,88 +318,36 @@ fn placements(items: &[Item], runs: &[Run]) -> String {
     )
 }
 
-fn backends(items: &[Item]) -> String {
-    let mut names: Vec<String> = Vec::new();
-    for i in items {
-        if !names.contains(&i.entry.backend) {
-            names.push(i.entry.backend.clone());
-        }
-    }
-    if names.len() < 2 {
-        return String::new();
-    }
-    let mut tests: Vec<String> = Vec::new();
-    for i in items {
-        let backends_with_test: Vec<&String> = names
-            .iter()
-            .filter(|b| items.iter().any(|j| j.entry.test.name == i.entry.test.name && &j.entry.backend == *b))
-            .collect();
-        if backends_with_test.len() >= 2 && !tests.contains(&i.entry.test.name) {
-            tests.push(i.entry.test.name.clone());
-        }
-    }
-    if tests.is_empty() {
-        return String::new();
-    }
+fn backends(view: &Backends) -> String {
+    let colour = |backend: usize| PALETTE[backend % PALETTE.len()];
     let mut cards = String::new();
-    let mut several = false;
-    for metric in [Metric::TokensPerSecond, Metric::TimeToFirstTokenMs, Metric::PromptTokensPerSecond] {
-        let mut bars = Vec::new();
-        let mut groups: Vec<String> = Vec::new();
-        for test in &tests {
-            let mut members = Vec::new();
-            for (b, backend) in names.iter().enumerate() {
-                let candidates: Vec<(f64, Option<f64>, usize)> = items
-                    .iter()
-                    .filter(|i| {
-                        &i.entry.test.name == test && &i.entry.backend == backend && i.entry.status != Status::Failed
-                    })
-                    .filter_map(|i| i.mean_sd(metric))
-                    .collect();
-                let best = candidates.iter().copied().max_by(|a, c| {
-                    if metric.higher_is_better() {
-                        a.0.total_cmp(&c.0)
-                    } else {
-                        c.0.total_cmp(&a.0)
-                    }
-                });
-                if let Some((mean, sd, n)) = best {
-                    several |= candidates.len() > 1;
-                    let of = if candidates.len() > 1 {
-                        format!(", best of {} rows", candidates.len())
-                    } else {
-                        String::new()
-                    };
-                    members.push(Bar {
-                        group: 0,
-                        label: backend.clone(),
-                        color: PALETTE[b % PALETTE.len()],
-                        value: mean,
-                        err: sd,
-                        tooltip: format!("{test} on {backend}: {} {} (n={n}{of})", svg::short(mean), metric.label()),
-                    });
+    for c in &view.charts {
+        let metric = c.metric;
+        let bars = c
+            .bars
+            .iter()
+            .map(|b| {
+                let (test, backend) = (&c.tests[b.test], &view.backends[b.backend]);
+                let of = if b.rows > 1 { format!(", best of {} rows", b.rows) } else { String::new() };
+                Bar {
+                    group: b.test,
+                    label: backend.clone(),
+                    color: colour(b.backend),
+                    value: b.mean,
+                    err: b.stddev,
+                    tooltip: format!("{test} on {backend}: {} {} (n={}{of})", svg::short(b.mean), metric.label(), b.n),
                 }
-            }
-            if members.len() >= 2 {
-                for mut bar in members {
-                    bar.group = groups.len();
-                    bars.push(bar);
-                }
-                groups.push(test.clone());
-            }
-        }
-        if groups.is_empty() {
-            continue;
-        }
+            })
+            .collect();
         let chart = BarChart {
             label: format!("{} by backend", metric.label()),
             y_title: metric.label().into(),
-            groups,
+            groups: c.tests.clone(),
             bars,
             attrs: vec![("data-chart", "backends".into()), ("data-metric", metric.label().into())],
         };
         let legend_entries: Vec<(String, &str)> =
-            names.iter().enumerate().map(|(b, n)| (n.clone(), PALETTE[b % PALETTE.len()])).collect();
+            view.backends.iter().enumerate().map(|(b, n)| (n.clone(), colour(b))).collect();
         let _ = write!(
             cards,
             "<div class=\"card\"><h3>{} by backend</h3><div class=\"meta\">{}</div>{}{}</div>",
@@ -519,54 +360,14 @@ fn backends(items: &[Item]) -> String {
     format!(
         "<section id=\"backends\"><h2>Backends side by side</h2><p class=\"note\">The same tests on each engine, mean ± \
          one standard deviation.{}</p><div class=\"grid\">{cards}</div></section>",
-        if several { " Where a backend ran a test several times (a sweep), its best row is shown." } else { "" }
+        if view.best_of_several { " Where a backend ran a test several times (a sweep), its best row is shown." } else { "" }
     )
 }
 
-/// The gaps between consecutive tokens of each iteration, in ms.
-fn token_gaps(entry: &Entry) -> Vec<Vec<f64>> {
-    let Some(samples) = entry.source.get("samples").and_then(Value::as_array) else { return Vec::new() };
-    samples
-        .iter()
-        .filter_map(|s| s.pointer("/raw/token_times_ns").and_then(Value::as_array))
-        .map(|times| {
-            let times: Vec<u64> = times.iter().filter_map(Value::as_u64).collect();
-            times.windows(2).map(|w| w[1].saturating_sub(w[0]) as f64 / 1e6).collect::<Vec<f64>>()
-        })
-        .filter(|gaps| gaps.len() >= 2)
-        .collect()
-}
-
-fn latencies(items: &[Item], runs: &[Run], limit: usize) -> String {
-    let mut candidates: Vec<(&Item, Vec<Vec<f64>>)> = items
-        .iter()
-        .filter(|i| i.entry.status != Status::Failed)
-        .map(|i| (i, token_gaps(i.entry)))
-        .filter(|(_, gaps)| !gaps.is_empty())
-        .collect();
-    if candidates.is_empty() {
-        return String::new();
-    }
-    // Text benchmarks first: their latency is what a user of the model feels.
-    candidates.sort_by_key(|(i, _)| (i.entry.test.kind != "text", i.run));
-    let total = candidates.len();
-    candidates.truncate(limit);
-    let all: Vec<&Item> = items.iter().collect();
-    let dims = Dims::of(&all, runs, None);
-    // One colour per backend, as in the backends chart.
-    let mut backends: Vec<&str> = Vec::new();
-    for i in items {
-        if !backends.contains(&i.entry.backend.as_str()) {
-            backends.push(&i.entry.backend);
-        }
-    }
-    let mut cards = String::new();
-    for (item, gaps) in &candidates {
-        let color = PALETTE[backends.iter().position(|b| *b == item.entry.backend).unwrap_or(0) % PALETTE.len()];
-        cards.push_str(&latency_card(color, item, gaps, &dims, runs));
-    }
-    let omitted = if total > limit {
-        format!(" {} more rows have token timestamps; the first {limit} are shown.", total - limit)
+fn latencies(view: &Latencies, limit: usize) -> String {
+    let cards: String = view.cards.iter().map(latency_card).collect();
+    let omitted = if view.omitted > 0 {
+        format!(" {} more rows have token timestamps; the first {limit} are shown.", view.omitted)
     } else {
         String::new()
     };
@@ -578,91 +379,52 @@ fn latencies(items: &[Item], runs: &[Run], limit: usize) -> String {
     )
 }
 
-fn latency_card(color: &'static str, item: &Item, gaps: &[Vec<f64>], dims: &Dims, runs: &[Run]) -> String {
-    let mut pooled: Vec<f64> = gaps.iter().flatten().copied().collect();
-    pooled.sort_by(f64::total_cmp);
-    let p = |q: f64| velollm_core::percentile(&pooled, q);
-    let (p50, p90, p99) = (p(50.0), p(90.0), p(99.0));
-    let (min, max) = (pooled[0], pooled[pooled.len() - 1]);
-    // Equal bins from the fastest gap to the slowest, or to 1.5 × p99 with the rest in an overflow bin, so one
-    // stall does not squash the distribution into a single bar.
-    let cap = if max > p99 * 1.5 && p99 > min { p99 * 1.5 } else { max };
-    // At least ±5 % of the median wide: steady gaps show as one narrow peak, not as noise blown up to fill the axis.
-    let median = p50.max(1e-9);
-    let (low, high) = if cap - min >= median * 0.1 {
-        (min, cap)
-    } else {
-        let centre = (min + cap) / 2.0;
-        ((centre - median * 0.05).max(0.0), centre + median * 0.05)
-    };
-    let bins = ((pooled.len() as f64).sqrt() * 1.5).ceil().clamp(8.0, 40.0) as usize;
-    let width = (high - low) / bins as f64;
-    let edges: Vec<f64> = (0..=bins).map(|i| low + width * i as f64).collect();
-    let mut counts = vec![0usize; bins];
-    let mut overflow = 0;
-    for &g in &pooled {
-        if g > high {
-            overflow += 1;
-        } else {
-            counts[(((g - low) / width) as usize).min(bins - 1)] += 1;
-        }
-    }
-    let label = dims.label(item, runs);
-    let title =
-        if label.is_empty() { item.entry.test.name.clone() } else { format!("{} · {label}", item.entry.test.name) };
+fn latency_card(card: &LatencyCard) -> String {
+    let color = PALETTE[card.colour % PALETTE.len()];
+    let title = &card.title;
+    let max = card.pooled[card.pooled.len() - 1];
     let histogram = Histogram {
         label: format!("{title}: inter-token latency distribution"),
         x_title: "gap between tokens (ms)".into(),
-        edges,
-        counts,
-        overflow,
+        edges: card.histogram.edges.clone(),
+        counts: card.histogram.counts.clone(),
+        overflow: card.histogram.overflow,
         markers: vec![
-            Marker { label: "p50".into(), value: p50 },
-            Marker { label: "p90".into(), value: p90 },
-            Marker { label: "p99".into(), value: p99 },
+            Marker { label: "p50".into(), value: card.p50 },
+            Marker { label: "p90".into(), value: card.p90 },
+            Marker { label: "p99".into(), value: card.p99 },
         ],
         color,
         attrs: vec![
             ("data-chart", "latency".into()),
-            ("data-row", item.entry.row.to_string()),
-            ("data-gaps", pooled.len().to_string()),
+            ("data-row", card.row.to_string()),
+            ("data-gaps", card.pooled.len().to_string()),
         ],
     };
-    let positions = gaps.iter().map(Vec::len).max().unwrap_or(0);
-    let values: Vec<(f64, f64, f64)> = (0..positions)
-        .map(|k| {
-            let mut at: Vec<f64> = gaps.iter().filter_map(|g| g.get(k).copied()).collect();
-            at.sort_by(f64::total_cmp);
-            (velollm_core::percentile(&at, 50.0), at[0], at[at.len() - 1])
-        })
-        .collect();
     let band = Band {
         label: format!("{title}: gap at each token position"),
         x_title: "token".into(),
         y_title: "gap (ms)".into(),
-        values,
+        values: card.positions.clone(),
         color,
-        attrs: vec![("data-chart", "token-positions".into()), ("data-row", item.entry.row.to_string())],
+        attrs: vec![("data-chart", "token-positions".into()), ("data-row", card.row.to_string())],
     };
-    let ttft = item
-        .mean_sd(Metric::TimeToFirstTokenMs)
-        .map(|(m, _, _)| format!("TTFT {} ms · ", svg::short(m)))
-        .unwrap_or_default();
+    let ttft = card.ttft_ms.map(|m| format!("TTFT {} ms · ", svg::short(m))).unwrap_or_default();
     format!(
         "<div class=\"card\"><h3>{}</h3><div class=\"meta\">{ttft}{} iterations · {} gaps · p50 {} ms · p90 {} ms · p99 {} ms · max {} ms</div>{}{}</div>",
-        escape(&title),
-        gaps.len(),
-        pooled.len(),
-        svg::short(p50),
-        svg::short(p90),
-        svg::short(p99),
+        escape(title),
+        card.iterations,
+        card.pooled.len(),
+        svg::short(card.p50),
+        svg::short(card.p90),
+        svg::short(card.p99),
         svg::short(max),
         histogram.render(),
         band.render()
     )
 }
 
-fn comparisons(runs: &[Run], options: &Options) -> String {
+fn comparisons(view: &Comparisons, threshold: Option<f64>) -> String {
     let mut out = String::from(
         "<section id=\"compare\"><h2>What changed</h2><p class=\"note\">Every row of a new file matched to the base row \
          that ran the same test (same test, model, backend and parameters). Each line is one metric: the diamond is the \
@@ -671,32 +433,18 @@ fn comparisons(runs: &[Run], options: &Options) -> String {
          on the log-ratios; the change of the geometric mean and its t interval), which drift between rounds cannot \
          fool. Right of zero is a higher value: better for rates, worse for times.</p>",
     );
-    let pick = |run: &Run, selector: &Option<Selector>| match selector {
-        Some(s) => select(run, s),
-        None => Ok(run.clone()),
-    };
-    let news: Vec<&Run> = if runs.len() >= 2 { runs[1..].iter().collect() } else { vec![&runs[0]] };
-    let mut ignore = options.ignore.clone();
-    for name in velollm_compare::differing_names(options.base_rows.as_ref(), options.new_rows.as_ref()) {
-        if !ignore.contains(&name) {
-            ignore.push(name);
+    match view {
+        Comparisons::BaseError(e) => {
+            let _ = write!(out, "<p class=\"error\">--base: {}</p>", escape(e));
         }
-    }
-    let base = match pick(&runs[0], &options.base_rows) {
-        Ok(base) => base,
-        Err(e) => {
-            let _ = write!(out, "<p class=\"error\">--base: {}</p></section>", escape(&e));
-            return out;
-        }
-    };
-    for new in news {
-        match pick(new, &options.new_rows) {
-            Ok(new) => {
-                let c = compare(&base, &new, &ignore);
-                out.push_str(&comparison_card(&c, &base, &new, options));
-            }
-            Err(e) => {
-                let _ = write!(out, "<p class=\"error\">--new: {}</p>", escape(&e));
+        Comparisons::Cards(cards) => {
+            for card in cards {
+                match card {
+                    Ok(card) => out.push_str(&comparison_card(card, threshold)),
+                    Err(e) => {
+                        let _ = write!(out, "<p class=\"error\">--new: {}</p>", escape(e));
+                    }
+                }
             }
         }
     }
@@ -704,68 +452,20 @@ fn comparisons(runs: &[Run], options: &Options) -> String {
     out
 }
 
-fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> String {
-    let mut varying: Vec<String> = Vec::new();
-    for pair in &c.pairs {
-        for name in pair.parameters.keys() {
-            // Only the pairs that record the parameter: one that does not is no difference (view.rs's rule).
-            let values: Vec<&String> = c.pairs.iter().filter_map(|p| p.parameters.get(name)).collect();
-            if values.iter().any(|v| *v != values[0]) && !varying.contains(name) {
-                varying.push(name.clone());
-            }
-        }
-    }
-    let several_models = c.pairs.iter().any(|p| p.model != c.pairs[0].model);
-    let several_backends = c.pairs.iter().any(|p| p.backend != c.pairs[0].backend);
-    let mut rows = Vec::new();
-    let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
-    for pair in &c.pairs {
-        let mut parts = vec![pair.test.name.clone()];
-        if several_models {
-            parts.push(pair.model.clone());
-        }
-        if several_backends {
-            parts.push(pair.backend.clone());
-        }
-        for p in &varying {
-            if let Some(value) = pair.parameters.get(p) {
-                parts.push(format!("{} {value}", short_name(p)));
-            }
-        }
-        let who = parts.join(" · ");
-        if pair.metrics.is_empty() {
-            let (detail, why) = match (pair.base_status, pair.new_status) {
-                _ if pair.new_invalid.is_some() => {
-                    ("invalid in new", format!("invalid in new: {}", pair.new_invalid.as_deref().unwrap_or("?")))
-                }
-                _ if pair.base_invalid.is_some() => {
-                    ("invalid in base", format!("invalid in base: {}", pair.base_invalid.as_deref().unwrap_or("?")))
-                }
-                (Status::Failed, Status::Failed) => {
-                    ("failed in both", format!("failed in both: {}", pair.new_error.as_deref().unwrap_or("?")))
-                }
-                (_, Status::Failed) => {
-                    ("failed in new", format!("failed in new: {}", pair.new_error.as_deref().unwrap_or("?")))
-                }
-                (Status::Failed, _) => {
-                    ("failed in base", format!("failed in base: {}", pair.base_error.as_deref().unwrap_or("?")))
-                }
-                _ => ("nothing to compare", "no metric both rows measured".to_string()),
-            };
-            *tally.entry(detail).or_default() += 1;
-            rows.push(Change {
-                label: who,
-                detail: detail.into(),
-                change: 0.0,
-                interval: None,
-                verdict: "failed".into(),
-                tooltip: why,
-            });
-            continue;
-        }
-        for m in &pair.metrics {
-            *tally.entry(m.verdict.word()).or_default() += 1;
-            let verdict = match m.verdict {
+/// The forest plot's line of one change.
+fn change_line(line: &ChangeLine) -> Change {
+    let who = &line.who;
+    match &line.change {
+        ChangeKind::NotCompared { detail, why } => Change {
+            label: who.clone(),
+            detail: detail.to_string(),
+            change: 0.0,
+            interval: None,
+            verdict: "failed".into(),
+            tooltip: why.clone(),
+        },
+        ChangeKind::Measured { metric, base_mean, new_mean, change_percent, interval, p_value, method, verdict } => {
+            let class = match verdict {
                 Verdict::Faster => "faster",
                 Verdict::Slower => "slower",
                 Verdict::NoChange => "no_change",
@@ -773,53 +473,46 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
                 Verdict::DiffersZeroVariance => "differs_zero_variance",
                 Verdict::NotComparable => "not_comparable",
             };
-            let ci = match (m.ci95_low_percent, m.ci95_high_percent) {
-                (Some(a), Some(b)) => format!("95 % CI {a:+.1} … {b:+.1} %"),
-                _ => "no bounded interval".into(),
+            let ci = match interval {
+                Some((a, b)) => format!("95 % CI {a:+.1} … {b:+.1} %"),
+                None => "no bounded interval".into(),
             };
-            rows.push(Change {
-                label: format!("{who} · {}", m.label),
+            Change {
+                label: format!("{who} · {metric}"),
                 detail: format!(
-                    "{:+.1} % {}",
-                    m.change_percent,
-                    match m.verdict {
+                    "{change_percent:+.1} % {}",
+                    match verdict {
                         Verdict::NoChange => "",
                         Verdict::DiffersZeroVariance => "differs (no spread, no test)",
                         other => other.word(),
                     }
                 ),
-                change: m.change_percent,
-                interval: m.ci95_low_percent.zip(m.ci95_high_percent),
-                verdict: verdict.into(),
+                change: *change_percent,
+                interval: *interval,
+                verdict: class.into(),
                 tooltip: format!(
-                    "{who} · {}: {} → {} ({:+.1} %, {ci}, p = {}, {}) — {}",
-                    m.label,
-                    svg::short(m.base.mean),
-                    svg::short(m.new.mean),
-                    m.change_percent,
-                    m.p_value.map_or("-".into(), |p| format!("{p:.3}")),
-                    match m.method {
-                        Method::Paired => format!("paired over {} rounds", m.log_ratios.map_or(m.base.n, |r| r.n)),
-                        Method::Welch => "Welch".to_string(),
-                    },
-                    m.verdict.word()
+                    "{who} · {metric}: {} → {} ({change_percent:+.1} %, {ci}, p = {}, {method}) — {}",
+                    svg::short(*base_mean),
+                    svg::short(*new_mean),
+                    p_value.map_or("-".into(), |p| format!("{p:.3}")),
+                    verdict.word()
                 ),
-            });
+            }
         }
     }
+}
+
+fn comparison_card(c: &ComparisonCard, threshold: Option<f64>) -> String {
     let mut out = format!(
         "<div class=\"card\" style=\"margin-bottom:16px\"><h3>{} → {}</h3><div class=\"meta\">{} matched · {} only in base · {} only in new</div>",
-        escape(&file_label(base)),
-        escape(&file_label(new)),
-        c.pairs.len(),
+        escape(&c.base),
+        escape(&c.new),
+        c.matched,
         c.only_in_base.len(),
         c.only_in_new.len()
     );
     out.push_str("<div class=\"verdicts\">");
-    let order = ["slower", "faster", "no significant change", "too few samples"];
-    let mut tally: Vec<(&str, usize)> = tally.into_iter().collect();
-    tally.sort_by_key(|(word, _)| order.iter().position(|o| o == word).unwrap_or(order.len()));
-    for (word, n) in &tally {
+    for (word, n) in &c.tally {
         let class = match *word {
             "faster" => "faster",
             "slower" => "slower",
@@ -828,30 +521,24 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
         let _ = write!(out, "<span><b class=\"{class}\">{n}</b> {}</span>", escape(word));
     }
     out.push_str("</div>");
-    let mut runs: Vec<&str> = c.pairs.iter().filter_map(|p| p.interleaved_run.as_deref()).collect();
-    runs.dedup();
-    if !runs.is_empty() {
-        let paired = c.pairs.iter().filter(|p| p.interleaved_run.is_some()).count();
+    if let Some((paired, runs)) = &c.paired {
         let _ = write!(
             out,
             "<p class=\"note\" data-method=\"paired\">{paired} of {} pairs come from one interleaved run ({}) and are compared \
              round by round (paired t-test on log-ratios); the others with Welch's test.</p>",
-            c.pairs.len(),
+            c.matched,
             escape(&runs.join(", "))
         );
     }
-    let mut notes: Vec<&str> = c.pairs.iter().filter_map(|p| p.method_note.as_deref()).collect();
-    notes.sort();
-    notes.dedup();
-    for note in notes {
+    for note in &c.method_notes {
         let _ = write!(out, "<p class=\"note\" data-method=\"welch\">{}</p>", escape(note));
     }
-    if !rows.is_empty() {
+    if !c.changes.is_empty() {
         let forest = Forest {
-            label: format!("changes from {} to {}", file_label(base), file_label(new)),
-            rows,
-            threshold: options.fail_if_slower,
-            attrs: vec![("data-chart", "compare".into()), ("data-new", file_label(new))],
+            label: format!("changes from {} to {}", c.base, c.new),
+            rows: c.changes.iter().map(change_line).collect(),
+            threshold,
+            attrs: vec![("data-chart", "compare".into()), ("data-new", c.new.clone())],
         };
         out.push_str(&forest.render());
     }
@@ -870,74 +557,63 @@ fn comparison_card(c: &Comparison, base: &Run, new: &Run, options: &Options) -> 
     out
 }
 
-fn tables(items: &[Item], runs: &[Run]) -> String {
+fn tables(view: &[RowTable]) -> String {
     let mut out = String::from("<section id=\"rows\"><h2>Every row</h2>");
-    for (r, run) in runs.iter().enumerate() {
-        let rows: Vec<&Item> = items.iter().filter(|i| i.run == r).collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let dims = Dims::of(&rows, runs, None);
+    for table in view {
         let _ = write!(
             out,
             "<p class=\"note\">{} — {}{}</p><table data-table=\"rows\"><thead><tr><th>#</th><th>test</th>",
-            escape(&run.path.display().to_string()),
-            run.tools(),
-            run.entries
-                .first()
-                .and_then(|e| e.build.as_deref())
-                .map(|b| format!(", {}", escape(b)))
-                .unwrap_or_default()
+            escape(&table.path),
+            table.tools,
+            table.build.as_deref().map(|b| format!(", {}", escape(b))).unwrap_or_default()
         );
-        if dims.model {
+        if table.model {
             out.push_str("<th>model</th>");
         }
-        if dims.backend {
+        if table.backend {
             out.push_str("<th>backend</th>");
         }
-        for p in &dims.parameters {
+        for p in &table.parameters {
             let _ = write!(out, "<th>{}</th>", escape(short_name(p)));
         }
         out.push_str("<th>status</th><th class=\"num\">tok/s</th><th class=\"num\">TTFT ms</th><th class=\"num\">prompt tok/s</th><th class=\"num\">n</th><th>notes</th></tr></thead><tbody>");
-        for item in rows {
-            let e = item.entry;
-            let status = match e.status {
+        for row in &table.rows {
+            let status = match row.status {
                 Status::Ok => "ok",
                 Status::Incomplete => "incomplete",
                 Status::Failed => "failed",
             };
-            let _ = write!(out, "<tr class=\"{status}\"><td>{}</td><td>{}</td>", e.row, escape(&e.test.name));
-            if dims.model {
-                let _ = write!(out, "<td>{}</td>", escape(&item.model));
+            let _ = write!(out, "<tr class=\"{status}\"><td>{}</td><td>{}</td>", row.row, escape(&row.test));
+            if table.model {
+                let _ = write!(out, "<td>{}</td>", escape(&row.model));
             }
-            if dims.backend {
-                let _ = write!(out, "<td>{}</td>", escape(&e.backend));
+            if table.backend {
+                let _ = write!(out, "<td>{}</td>", escape(&row.backend));
             }
-            for p in &dims.parameters {
-                let _ = write!(out, "<td>{}</td>", escape(e.parameters.get(p).map_or("-", String::as_str)));
+            for value in &row.values {
+                match value {
+                    Some(value) => {
+                        let _ = write!(out, "<td>{}</td>", escape(value));
+                    }
+                    None => out.push_str("<td>-</td>"),
+                }
             }
-            let cell = |metric: Metric| match item.mean_sd(metric) {
-                Some((m, Some(sd), _)) => format!("{} ± {}", svg::short(m), svg::short(sd)),
-                Some((m, None, _)) => svg::short(m),
+            let cell = |value: Option<(f64, Option<f64>)>| match value {
+                Some((m, Some(sd))) => format!("{} ± {}", svg::short(m), svg::short(sd)),
+                Some((m, None)) => svg::short(m),
                 None => "–".into(),
             };
-            let n = e.samples.get(&Metric::TokensPerSecond).map_or(0, Vec::len);
-            let notes = match (&e.error, e.status) {
-                (Some(error), _) => format!("<span class=\"error\">{}</span>", escape(error)),
-                _ => escape(
-                    &e.source
-                        .get("warnings")
-                        .and_then(Value::as_array)
-                        .map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-                        .unwrap_or_default(),
-                ),
+            let notes = match &row.error {
+                Some(error) => format!("<span class=\"error\">{}</span>", escape(error)),
+                None => escape(&row.warnings.join("; ")),
             };
             let _ = write!(
                 out,
-                "<td><span class=\"status {status}\">{status}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{n}</td><td>{notes}</td></tr>",
-                cell(Metric::TokensPerSecond),
-                cell(Metric::TimeToFirstTokenMs),
-                cell(Metric::PromptTokensPerSecond)
+                "<td><span class=\"status {status}\">{status}</span></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{notes}</td></tr>",
+                cell(row.tokens_per_second),
+                cell(row.ttft_ms),
+                cell(row.prompt_tokens_per_second),
+                row.n
             );
         }
         out.push_str("</tbody></table>");
@@ -949,7 +625,7 @@ fn tables(items: &[Item], runs: &[Run]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn one_interleaved_file_compares_two_combinations_round_by_round() {
