@@ -52,6 +52,7 @@ table { border-collapse: collapse; width: 100%; font-size: 13px; background: #ff
 th, td { padding: 7px 10px; border-bottom: 1px solid var(--soft); text-align: left; vertical-align: top; }
 th { background: var(--bg); font-weight: 600; color: var(--muted); font-size: 12px; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.absent { background: var(--soft); }
 tr.failed td { background: #fff8f8; }
 tr.incomplete td { background: #fffbea; }
 .status { font-weight: 600; font-size: 12px; border-radius: 999px; padding: 1px 8px; white-space: nowrap; }

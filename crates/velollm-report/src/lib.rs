@@ -595,7 +595,9 @@ fn tables(view: &[RowTable]) -> String {
                     Some(value) => {
                         let _ = write!(out, "<td>{}</td>", escape(value));
                     }
-                    None => out.push_str("<td>-</td>"),
+                    // Not a value: the row's tool does not record the parameter, so the cell stays empty rather
+                    // than show a dash that reads like one.
+                    None => out.push_str("<td class=\"absent\" title=\"not recorded by this row\"></td>"),
                 }
             }
             let cell = |value: Option<(f64, Option<f64>)>| match value {
@@ -743,6 +745,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_table_cell_of_a_parameter_the_row_does_not_record_is_empty_not_a_dash() {
+        // An Ollama row records no thread count; the llama.cpp rows record two.
+        let mut ollama = Row::text("short", "Hi", 20, text_samples_at(&[50.0], 20, 30.0)).backend("ollama").to_json();
+        ollama["parameters"]["requested"].as_object_mut().unwrap().remove("n_threads");
+        let rows = [
+            Row::tokens(0, 16, 0, token_samples_at(0, 16, &[90.0])).threads(1).to_json(),
+            Row::tokens(0, 16, 0, token_samples_at(0, 16, &[99.0])).threads(2).to_json(),
+            ollama,
+        ];
+        let page = render(&[read_str(&serde_json::to_string(&rows).unwrap()).unwrap()], &Options::default());
+        assert!(page.contains("<th>threads</th>"), "{page}");
+        assert_eq!(page.matches("<td class=\"absent\" title=\"not recorded by this row\"></td>").count(), 1);
+        assert!(!page.contains("<td>-</td>"));
     }
 
     #[test]
