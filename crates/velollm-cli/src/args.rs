@@ -109,7 +109,7 @@ pub struct BenchmarkArgs {
     pub slo_attainment: String,
     /// Find the saturation point: one request at a time, then all at once, then K Poisson rates between
     /// (default 5); with --slo, the highest rate meeting it.
-    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "5", allow_hyphen_values = true)]
+    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "5")]
     pub sweep: Option<String>,
 
     /// Timed iterations per text benchmark (default: the suite's own, 5/3/3; 5 for --prompt).

@@ -302,18 +302,10 @@ impl OpenAiClient {
             let ended = match read {
                 Ok(0) => true,
                 Ok(_) => false,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::UnexpectedEof
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    true
-                }
-                Err(e) => return Err(self.io_error(&e, during)),
+                Err(e) if is_timeout(&e) => return Err(self.io_error(&e, during)),
+                // Any other failure once the body has begun (a reset, a chunked body cut short) is the stream
+                // breaking off: the same cause, whatever the transport's wording.
+                Err(_) => true,
             };
             if ended {
                 // Some servers close without `[DONE]`; a finish reason says the answer was complete.
