@@ -143,15 +143,17 @@ fn a_server_that_is_down_or_not_openai_is_one_line() {
 #[test]
 fn back_pressure_is_counted_per_reason_and_the_run_goes_on() {
     let script = Script {
-        failure: Failure::Status { every: 2, status: 429, message: "Too many requests, slow down".into() },
+        failure: Failure::Status { every: 2, status: 429, message: "Too many requests; slow down".into() },
         ..Script::vllm_like("standin-model")
     };
     let standin = StandIn::start(script);
     let dir = scratch("load-429");
     let out = dir.join("r.json");
+    let csv = dir.join("r.csv");
+    let csv_arg = csv.display().to_string();
     let run = openai(
         &standin.url(),
-        &["--concurrency", "1,2", "--request-rate", "50", "--requests", "6", "--warmup", "0"],
+        &["--concurrency", "1,2", "--request-rate", "50", "--requests", "6", "--warmup", "0", "-o", &csv_arg],
         &[],
         Some(&out),
     );
@@ -167,7 +169,7 @@ fn back_pressure_is_counted_per_reason_and_the_run_goes_on() {
         assert_eq!(load["completed"].as_u64().unwrap() + load["failed"].as_u64().unwrap(), 6);
         failed += load["failed"].as_u64().unwrap();
         for (reason, count) in load["failures"].as_object().unwrap() {
-            assert_eq!(reason, "HTTP 429: Too many requests, slow down");
+            assert_eq!(reason, "HTTP 429: Too many requests; slow down");
             assert!(count.as_u64().unwrap() >= 1);
         }
         let kept = load["requests"].as_array().unwrap();
@@ -177,6 +179,14 @@ fn back_pressure_is_counted_per_reason_and_the_run_goes_on() {
     }
     assert_eq!(failed, 9, "every second of the stand-in's 18 generation requests");
     assert!(stdout(&run).contains("failed: HTTP 429"), "{}", stdout(&run));
+    // The CSV flattens the load figures: one column each, the failures as one cell.
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let cell = |name: &str| first[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"))];
+    assert_eq!((cell("load_mode"), cell("load_concurrency"), cell("load_requests_sent")), ("closed", "1", "6"));
+    assert_eq!(cell("load_failures"), "3 x HTTP 429: Too many requests; slow down");
+    assert!(cell("load_ttft_p99_ms").parse::<f64>().unwrap() > 0.0);
 }
 
 #[test]
