@@ -180,10 +180,10 @@ fn back_pressure_is_counted_per_reason_and_the_run_goes_on() {
     assert_eq!(failed, 9, "every second of the stand-in's 18 generation requests");
     assert!(stdout(&run).contains("failed: HTTP 429"), "{}", stdout(&run));
     // The CSV flattens the load figures: one column each, the failures as one cell.
-    let csv = std::fs::read_to_string(&csv).unwrap();
-    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
-    let cell = |name: &str| first[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"))];
+    let csv = csv_records(&std::fs::read_to_string(&csv).unwrap());
+    let cell = |name: &str| {
+        csv[1][csv[0].iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"))].as_str()
+    };
     assert_eq!((cell("load_mode"), cell("load_concurrency"), cell("load_requests_sent")), ("closed", "1", "6"));
     assert_eq!(cell("load_failures"), "3 x HTTP 429: Too many requests; slow down");
     assert!(cell("load_ttft_p99_ms").parse::<f64>().unwrap() > 0.0);
