@@ -17,7 +17,7 @@ pub enum OpenAiError {
     BadUrl { url: String, reason: String },
     #[error("no OpenAI-compatible server is running at {url} ({reason}); start the server, or point --url at it")]
     NotRunning { url: String, reason: String },
-    #[error("the server at {url} did not answer within {seconds} s while {during}; check the server, or raise --openai-idle-timeout")]
+    #[error("the server at {url} did not answer within {seconds} s while {during}; check the server, or raise --ollama-idle-timeout (it applies to -b openai too)")]
     Timeout { url: String, during: String, seconds: u64 },
     #[error("the server at {url} wants an API key (HTTP {status}); put it in an environment variable and name it with --api-key-env VAR")]
     KeyMissing { url: String, status: u16 },
