@@ -260,7 +260,7 @@ fn sweep_finds_the_highest_rate_meeting_the_slo() {
     let rates: Vec<f64> = rows[2..].iter().map(|r| r["load"]["profile"]["shape"]["rate"].as_f64().unwrap()).collect();
     assert!(rates[0] < rates[1], "rates rise: {rates:?}");
     let highest = rates[1];
-    let said = format!("{}", velollm_core::trim_float(highest));
+    let said = velollm_core::trim_float(highest);
     assert!(stdout(&run).contains(&format!("is {said} requests/s")), "{}", stdout(&run));
 }
 

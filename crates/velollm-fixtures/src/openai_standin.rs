@@ -208,7 +208,7 @@ fn serve(
                 return respond(&mut out, 404, "application/json", &error_body(&message, "NotFoundError"));
             }
             if let Failure::Status { every, status, message } = &script.failure {
-                if n % every == 0 {
+                if n.is_multiple_of(*every) {
                     return respond(&mut out, *status, "application/json", &error_body(message, "server_error"));
                 }
             }

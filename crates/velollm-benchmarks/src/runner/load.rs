@@ -120,7 +120,7 @@ fn describe(profile: &LoadProfile) -> String {
     use velollm_core::{LoadShape, LoadStop};
     let shape = match profile.shape {
         LoadShape::Closed { concurrency } => format!("closed loop, {concurrency} at a time"),
-        LoadShape::Open { rate: Some(rate), burstiness } if burstiness == 1.0 => {
+        LoadShape::Open { rate: Some(rate), burstiness: 1.0 } => {
             format!("Poisson arrivals at {} requests/s", trim_float(rate))
         }
         LoadShape::Open { rate: Some(rate), burstiness } => {
