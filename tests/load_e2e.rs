@@ -187,6 +187,16 @@ fn back_pressure_is_counted_per_reason_and_the_run_goes_on() {
     assert_eq!((cell("load_mode"), cell("load_concurrency"), cell("load_requests_sent")), ("closed", "1", "6"));
     assert_eq!(cell("load_failures"), "3 x HTTP 429: Too many requests; slow down");
     assert!(cell("load_ttft_p99_ms").parse::<f64>().unwrap() > 0.0);
+    // The report draws latency and throughput against the three profiles.
+    let html = dir.join("r.html");
+    let report = velollm().arg("report").arg(&out).arg("-o").arg(&html).output().unwrap();
+    assert!(report.status.success(), "{}", stderr(&report));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("data-chart=\"load-latency\"").count(), 1, "one test, one backend: one latency chart");
+    assert_eq!(page.matches("data-chart=\"load-throughput\"").count(), 1);
+    for profile in ["c1", "c2", "rate50"] {
+        assert!(page.contains(&format!("data-x=\"{profile}\" data-y=")), "a point at {profile}");
+    }
 }
 
 #[test]

@@ -9,12 +9,14 @@
 //! - **backends** side by side when a run holds more than one;
 //! - **per-token latency**: the distribution of the gaps between tokens (raw token timestamps) and the gap at
 //!   each token position, per benchmark;
+//! - **load** runs: latency percentiles and throughput against the load profiles (concurrency, arrival rate);
 //! - every row in a table, failed rows with their error.
 //!
 //! The page needs no network and runs no script: the charts are SVG drawn here ([`svg`]), the styles inline.
 //! Every data mark carries `data-*` attributes, so a test can count what a browser rendered.
 
 pub mod html;
+mod load;
 pub mod svg;
 pub mod view;
 
@@ -72,6 +74,7 @@ pub fn render(runs: &[Run], options: &Options) -> String {
     body.push_str(&sweeps(&items, runs));
     body.push_str(&placements(&items, runs));
     body.push_str(&backends(&items));
+    body.push_str(&load::section(runs));
     body.push_str(&latencies(&items, runs, options.max_latency_charts));
     body.push_str(&tables(&items, runs));
     let _ = write!(
