@@ -182,6 +182,5 @@ fn fill_load_row(row: &mut BenchmarkResult, record: &LoadRecord, interrupted: bo
         (_, true) => (RowStatus::Incomplete, Some("interrupted".into())),
         _ => (RowStatus::Ok, None),
     };
-    row.complete = row.status == RowStatus::Ok;
     row.load = Some(record.clone());
 }
