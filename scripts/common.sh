@@ -14,9 +14,14 @@ debian_packages_needed() {
 }
 
 # Debian packages the tests need on top: the sqlite3 command line (loads the SQL export), headless Chromium
-# (renders the HTML report so its test can check what a browser shows) and jq (runs the guide's example).
+# (renders the HTML report so its test can check what a browser shows), jq (runs the guide's example), and
+# python3's venv module (Debian ships it apart) for llama-cpp-python's server, the real OpenAI-compatible server
+# of the openai backend's tests.
 debian_test_packages_needed() {
   echo sqlite3 chromium jq
+  if ! { command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
+    echo python3-venv
+  fi
 }
 
 as_root() {

@@ -12,6 +12,8 @@ ensure_debian_packages test
 ensure_rust
 use_ccache
 "$repo_root/scripts/fetch-models.sh"
+step "llama-cpp-python's OpenAI-compatible server for the openai tests (built once, cached outside the clone)"
+"$repo_root/scripts/pyserver.sh" >/dev/null
 cd "$repo_root"
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -36,8 +36,8 @@ pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, Swe
 pub use row::RowInProgress;
 pub use runner::{
     available_backends, prepare, resolve_backend, run_plan, run_plan_with, validate_tests, BackendFactory,
-    BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, Position, PreparedModels, RunOptions, RunOutcome,
-    ServerConnection, SuiteOutcome, AUTO_BACKEND,
+    BenchmarkRunner, ExplicitEngineParams, NoObserver, Observer, OpenAiConnection, Position, PreparedModels,
+    RunOptions, RunOutcome, ServerConnection, SuiteOutcome, AUTO_BACKEND,
 };
 pub use suite::standard_suite;
 /// The 95 % CI half-width of the mean of `rates`, in per cent of the mean; absent below two values.
@@ -52,6 +52,9 @@ pub use velollm_llamacpp::devices as llamacpp_devices;
 /// ggml's RPC backend: remote devices and `velollm rpc-server` (`velollm_llamacpp::rpc`).
 #[cfg(feature = "llamacpp")]
 pub use velollm_llamacpp::rpc as llamacpp_rpc;
+/// The load generator's profiles and checks (`--concurrency`, `--request-rate`, `--slo`, …).
+pub use velollm_load::spec as load;
+pub use velollm_load::LoadOptions;
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
 #[derive(Debug, thiserror::Error)]

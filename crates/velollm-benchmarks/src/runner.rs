@@ -32,13 +32,14 @@ use crate::BenchError;
 
 mod guide;
 mod interleave;
+mod load;
 mod observer;
 mod options;
 mod registry;
 
 pub use guide::{validate_tests, BenchmarkRunner, SuiteOutcome};
 pub use observer::{NoObserver, Observer, Position};
-pub use options::{ExplicitEngineParams, RunOptions, ServerConnection};
+pub use options::{ExplicitEngineParams, OpenAiConnection, RunOptions, ServerConnection};
 pub use registry::{available_backends, resolve_backend, BackendFactory, AUTO_BACKEND};
 use registry::{first_threads, make_backend};
 
@@ -88,6 +89,13 @@ pub fn prepare(
     for (index, name) in plan.spec.backends.iter().enumerate() {
         let backend = make_backend(name, options, first_threads(plan))?;
         match backend.source_kind() {
+            SourceKind::File if options.load.is_active() => {
+                return Err(BenchError::Backend(BackendError::Unsupported(format!(
+                    "--concurrency, --request-rate and --sweep need a server backend (-b openai or -b ollama); {} \
+                     serves one request at a time in this process",
+                    backend.name()
+                ))))
+            }
             SourceKind::File => needs_file = true,
             SourceKind::Server => {
                 backend.check_available()?;
@@ -530,13 +538,18 @@ impl PlanRunner<'_> {
             return Ok(true);
         }
         let model_load_ms = loaded.load_ms();
+        let loaded_nothing = loaded.loads_nothing();
         let mut session = match loaded.new_context(&instances[0].context) {
             Ok(session) => session,
             Err(BackendError::Cancelled) => return Ok(true),
             Err(e) => return self.fail_all(instances, base, &e.to_string()),
         };
         self.contexts += 1;
-        let base = self.context_base(session.as_mut(), base, engine, effective_load, model_load_ms);
+        let mut base = self.context_base(session.as_mut(), base, engine, effective_load, model_load_ms);
+        if loaded_nothing {
+            // An OpenAI-compatible server loaded its model before velollm came: no load time, rather than 0.
+            base.row.load_ms = None;
+        }
         let fits = self.check_fit(session.as_mut(), &base, instances)?;
         for (instance, fits) in instances.iter().zip(fits) {
             if !fits {
@@ -545,7 +558,12 @@ impl PlanRunner<'_> {
             if self.cancelled() {
                 return Ok(true);
             }
-            if self.run_instance(session.as_mut(), &base, instance)? {
+            let interrupted = if self.options.load.is_active() {
+                self.run_load_instance(session.as_mut(), &base, instance)?
+            } else {
+                self.run_instance(session.as_mut(), &base, instance)?
+            };
+            if interrupted {
                 return Ok(true);
             }
         }

@@ -71,6 +71,46 @@ pub struct BenchmarkArgs {
     /// Leave the model loaded in Ollama after the run (default: unload it with keep_alive 0).
     #[arg(long)]
     pub keep_loaded: bool,
+    /// -b openai: the server's OpenAI API base, e.g. http://127.0.0.1:8000/v1 (llama-server, llama-cpp-python,
+    /// vLLM, SGLang, TGI, LM Studio, Ollama's /v1). -m names a model id the server lists at /v1/models.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// -b openai: the environment variable that holds the API key (the key itself is never printed or saved).
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// -b openai: chat (/v1/chat/completions, the server's chat template) or completions (/v1/completions).
+    #[arg(long, value_name = "API", default_value = "chat", value_parser = ["chat", "completions"])]
+    pub endpoint: String,
+
+    /// Load profile (server backends): closed loop with N requests in flight, a list (1,4,16); one row each.
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub concurrency: Option<String>,
+    /// Load profile (server backends): open loop, Poisson arrivals at R requests/s, a list; `inf` sends every
+    /// request at once (up to --max-concurrency in flight).
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub request_rate: Option<String>,
+    /// Open loop: gamma shape of the gaps between arrivals (1 = Poisson; below 1 burstier, above 1 steadier).
+    #[arg(long, default_value = "1", allow_hyphen_values = true)]
+    pub burstiness: String,
+    /// Timed requests per load profile (default 32).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub requests: Option<String>,
+    /// Issue requests for this long per load profile instead of a count (e.g. 30s, 2m); those in flight finish.
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub duration: Option<String>,
+    /// Open loop: the most requests in flight (arrivals beyond it wait; their lag is recorded).
+    #[arg(long, value_name = "N", default_value = "256", allow_hyphen_values = true)]
+    pub max_concurrency: String,
+    /// Goodput: the bounds a request must meet, e.g. ttft=500ms,tpot=50ms,e2e=10s.
+    #[arg(long, value_name = "BOUNDS")]
+    pub slo: Option<String>,
+    /// Fraction of requests that must meet --slo for a rate to count as meeting it (--sweep's verdict).
+    #[arg(long, value_name = "FRACTION", default_value = "0.9", allow_hyphen_values = true)]
+    pub slo_attainment: String,
+    /// Find the saturation point: one request at a time, then all at once, then K Poisson rates between
+    /// (default 5); with --slo, the highest rate meeting it.
+    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "5")]
+    pub sweep: Option<String>,
 
     /// Timed iterations per text benchmark (default: the suite's own, 5/3/3; 5 for --prompt).
     #[arg(long, allow_hyphen_values = true)]
@@ -258,9 +298,70 @@ impl BenchmarkArgs {
                 }
                 Ok(models)
             }
+            None if backends.iter().any(|b| b == "openai") => {
+                Err(usage("-b openai needs -m MODEL: a model id the server lists at GET /v1/models".to_string()))
+            }
             None if backends.iter().any(|b| b == "ollama") => Ok(vec![default_model_for("ollama").to_string()]),
             None => Ok(vec![default_model_for(backends.first().map_or("", String::as_str)).to_string()]),
         }
+    }
+
+    /// The load flags, checked: each bad value is one line naming the flag and the allowed range.
+    pub fn load(&self) -> anyhow::Result<velollm_benchmarks::LoadOptions> {
+        use velollm_benchmarks::load as spec;
+        let mut options = velollm_benchmarks::LoadOptions {
+            seed: u64::from(self.seed),
+            warmup_requests: self.warmup()?,
+            ..Default::default()
+        };
+        if let Some(list) = &self.concurrency {
+            options.concurrency = numbers("--concurrency", list, 1, spec::MAX_CONCURRENCY)?;
+        }
+        if let Some(list) = &self.request_rate {
+            options.rates = spec::parse_rates(list).map_err(|e| usage(e.to_string()))?;
+        }
+        options.burstiness = self.burstiness.trim().parse().map_err(|_| {
+            usage(format!("invalid --burstiness '{}': expected a number such as 1 or 0.5", self.burstiness))
+        })?;
+        options.max_concurrency = number("--max-concurrency", &self.max_concurrency, 1, spec::MAX_CONCURRENCY)?;
+        options.slo_attainment = self.slo_attainment.trim().parse().map_err(|_| {
+            usage(format!("invalid --slo-attainment '{}': expected a fraction such as 0.9", self.slo_attainment))
+        })?;
+        match (&self.requests, &self.duration) {
+            (Some(_), Some(_)) => return Err(usage("give --requests or --duration, not both")),
+            (Some(n), None) => {
+                let n: u64 = n.trim().parse().map_err(|_| {
+                    usage(format!("invalid --requests '{n}': expected a whole number from 1 to {}", spec::MAX_REQUESTS))
+                })?;
+                options.stop = velollm_core::LoadStop::Requests(n);
+            }
+            (None, Some(time)) => {
+                let ms = spec::parse_duration_ms("--duration", time).map_err(|e| usage(e.to_string()))?;
+                options.stop = velollm_core::LoadStop::DurationS(ms / 1e3);
+            }
+            (None, None) => {}
+        }
+        if let Some(text) = &self.slo {
+            options.slo = Some(spec::parse_slo(text).map_err(|e| usage(e.to_string()))?);
+        }
+        if let Some(k) = &self.sweep {
+            options.sweep = Some(number("--sweep", k, 1, 100)?);
+            if options.concurrency.len() + options.rates.len() > 0 {
+                return Err(usage("--sweep chooses its own load; leave out --concurrency and --request-rate"));
+            }
+        }
+        options.validate().map_err(|e| usage(e.to_string()))?;
+        if !options.is_active() {
+            let given = [
+                (self.requests.is_some(), "--requests"),
+                (self.duration.is_some(), "--duration"),
+                (self.slo.is_some(), "--slo"),
+            ];
+            if let Some((_, flag)) = given.iter().find(|(set, _)| *set) {
+                return Err(usage(format!("{flag} sets up a load run: add --concurrency, --request-rate or --sweep")));
+            }
+        }
+        Ok(options)
     }
 
     /// Which engine parameters the user set (a server is sent only those).

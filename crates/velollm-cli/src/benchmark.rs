@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use velollm_benchmarks::{
-    prepare, run_plan, validate_tests, BenchError, GenerationParams, Plan, RunOptions, ServerConnection,
+    prepare, run_plan, validate_tests, BenchError, GenerationParams, OpenAiConnection, Plan, RunOptions,
+    ServerConnection,
 };
 use velollm_core::{BenchmarkResult, RowStatus};
 use velollm_export::{console, Outputs, Saved};
@@ -41,6 +42,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     validate_tests(&spec.tests).map_err(|e| UsageError(e.to_string()))?;
     let (repetitions, _) = args.repetitions()?;
     let warmup_iterations = args.warmup()?;
+    let load = args.load()?;
     let plan = Plan::new(spec).map_err(|e| UsageError(e.to_string()))?;
     // Remote devices are contacted and every named device checked before anything slow.
     offload_devices(&args, &plan, verbose > 0)?;
@@ -64,6 +66,12 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         download_progress: !args.quiet,
         telemetry: !args.no_telemetry,
         interleave: args.interleave,
+        openai: OpenAiConnection {
+            url: args.url.clone(),
+            api_key_env: args.api_key_env.clone(),
+            completions: args.endpoint == "completions",
+        },
+        load,
     };
     let is_sweep = plan.instances.len() > plan.spec.tests.len() || plan.spec.tests.iter().any(is_token_test);
     let style = Style::choose(args.quiet, plan.spec.varying().iter().any(|v| !matches!(*v, "test")));

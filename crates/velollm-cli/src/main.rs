@@ -7,6 +7,7 @@ mod compare;
 mod detect;
 mod fetch;
 mod generated;
+mod load_view;
 mod optimize;
 mod progress;
 mod range;

@@ -266,6 +266,11 @@ impl Observer for Progress {
                 }
                 self.say(&format!("  ✗ {} failed: {error}\n", row.config.name));
             }
+            _ if row.load.is_some() => {
+                if let Some(load) = &row.load {
+                    self.say(&crate::load_view::line(row, load));
+                }
+            }
             _ if self.style == Style::Bar => {
                 self.say(&format!(
                     "  {} {}: {} tok/s{}\n",
@@ -340,6 +345,20 @@ fn serde_name<T: serde::Serialize>(value: &T) -> String {
 
 /// The summary at the end: the guide's block for text rows, the backend comparison, and the sweep table.
 pub fn final_report(rows: &[BenchmarkResult], saved_to: &[String], table: bool) -> String {
+    let (load_rows, rows): (Vec<&BenchmarkResult>, Vec<&BenchmarkResult>) = rows.iter().partition(|r| r.load.is_some());
+    let rows: Vec<BenchmarkResult> = rows.into_iter().cloned().collect();
+    let rows = rows.as_slice();
+    if !load_rows.is_empty() {
+        let mut out = crate::load_view::table(&load_rows);
+        if !rows.is_empty() {
+            out.push_str(&final_report(rows, &[], table));
+        }
+        out.push('\n');
+        for path in saved_to {
+            out.push_str(&format!("💾 Results saved to {path}\n"));
+        }
+        return out;
+    }
     let has_text_rows = rows.iter().any(|r| r.test.kind == velollm_core::TestKind::Text);
     let mut out = if has_text_rows {
         console::summary(rows, saved_to)

@@ -149,6 +149,12 @@ pub trait LoadedModel: Send {
         None
     }
 
+    /// Whether this backend loads nothing itself (an OpenAI-compatible server serves a model it loaded before
+    /// velollm came): the row's load time is then absent, not zero.
+    fn loads_nothing(&self) -> bool {
+        false
+    }
+
     /// Warnings about parameters the engine ignores or overrides, said once per load.
     fn load_warnings(&self) -> Vec<String> {
         Vec::new()
@@ -192,6 +198,12 @@ pub trait Session: Send {
     fn run_tokens(&mut self, request: &TokenRequest, cancel: &Arc<AtomicBool>) -> Result<RawSample, BackendError> {
         let _ = (request, cancel);
         Err(BackendError::Unsupported("this backend cannot run token-level tests (pp/tg)".into()))
+    }
+
+    /// Server backends: a sender that many threads can use at once, for load runs (`--concurrency`,
+    /// `--request-rate`). In-process engines serve one request at a time and return `None`.
+    fn request_sender(&self) -> Option<Arc<dyn crate::RequestSender>> {
+        None
     }
 
     /// Decodes token ids to text (outside any timed region).

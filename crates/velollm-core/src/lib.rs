@@ -12,6 +12,7 @@ pub mod atomic;
 mod backend;
 mod efficiency;
 mod hardware;
+mod load;
 mod metrics;
 mod params;
 mod repetition;
@@ -30,6 +31,10 @@ pub use efficiency::{decode_efficiency, roofline_bandwidth, DecodeEfficiency};
 pub use hardware::{
     nominal_vram_gb, theoretical_bandwidth_gb_per_s, BandwidthMeasurement, CpuDetails, EngineDevice, GpuInfo,
     GpuSource, GpuVendor, HardwareInfo, MemoryDetails, NvmlStatus, OsDetails,
+};
+pub use load::{
+    trim_float, LatencyDistribution, LoadProfile, LoadRecord, LoadRequest, LoadShape, LoadStop, RequestSender,
+    RequestTimeline, Slo, SweepStep, TokenCountSource,
 };
 pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{

@@ -171,7 +171,11 @@ impl IterationMetrics {
             prompt_tokens_per_second: prompt_eval_ms.and_then(|t| rate(prompt_eval_count as f64, t)),
             eval_count,
             eval_ms,
-            tokens_per_second: eval_ms.filter(|_| eval_count > 0).and_then(|t| rate(eval_count as f64, t)),
+            tokens_per_second: if server.rate_from_client {
+                client_eval_ms.filter(|_| eval_count >= 2).and_then(|t| rate((eval_count - 1) as f64, t))
+            } else {
+                eval_ms.filter(|_| eval_count > 0).and_then(|t| rate(eval_count as f64, t))
+            },
             total_ms: last.map(ms),
             // Chunks are not tokens: no per-token latencies exist over HTTP (see `http`).
             inter_token_latency_ms: None,
@@ -250,6 +254,9 @@ mod tests {
                     .collect(),
                 client_total_ns: 75_000_000,
                 truncated: None,
+                rate_from_client: false,
+                eval_count_source: None,
+                prompt_cached_tokens: None,
             }),
             test_ns: None,
             depth_tokens: 0,

@@ -328,6 +328,10 @@ pub struct BenchmarkResult {
     /// The decode rate against the memory-bandwidth roofline, when a bandwidth applies (docs/metrics.md).
     #[serde(default)]
     pub decode_efficiency: Option<DecodeEfficiency>,
+    /// Load runs (`--concurrency`, `--request-rate`): the profile, the throughput and latency distributions over
+    /// many requests in flight, and every request's timeline. Absent for one-request-at-a-time rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::LoadRecord>,
 }
 
 impl BenchmarkResult {
@@ -584,6 +588,9 @@ mod tests {
                     .collect(),
                 client_total_ns: client_total_ms * 1_000_000,
                 truncated: Some(false),
+                rate_from_client: false,
+                eval_count_source: None,
+                prompt_cached_tokens: None,
             }),
             test_ns: None,
             depth_tokens: 0,

@@ -173,6 +173,7 @@ impl RowBuilder {
             environment: base.environment.clone(),
             hardware: self.hardware.clone(),
             telemetry,
+            load: None,
         }
     }
 

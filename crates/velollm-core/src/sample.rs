@@ -84,6 +84,17 @@ pub struct ServerSample {
     /// Absent when the server did not report both counts.
     #[serde(default)]
     pub truncated: Option<bool>,
+    /// The server reports no durations of its own (an OpenAI-compatible server without llama.cpp's
+    /// `timings`): the headline decode rate is then the client's, from chunk arrivals.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rate_from_client: bool,
+    /// Where `eval_count` came from when it is not the server's own count (chunks of a stream without usage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_count_source: Option<crate::TokenCountSource>,
+    /// Prompt tokens the server took from its prefix cache (OpenAI's and vLLM's
+    /// `usage.prompt_tokens_details.cached_tokens`, llama.cpp's `timings.cache_n`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cached_tokens: Option<u64>,
 }
 
 /// One request as measured. All times are nanoseconds since the request started (monotonic clock).

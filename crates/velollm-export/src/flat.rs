@@ -4,7 +4,9 @@
 //! beside them as `effective_…`. Lists (samples, GPU devices, warnings) become one text cell. A value that was
 //! not measured or does not apply is empty (CSV) or `NULL` (SQL), never zero.
 
-use velollm_core::{BenchmarkResult, EngineBuffer, RowStatus, Summary, TestKind};
+use velollm_core::{
+    BenchmarkResult, EngineBuffer, LatencyDistribution, LoadRecord, LoadShape, RowStatus, Summary, TestKind,
+};
 
 /// A cell's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +98,20 @@ fn status_word(status: RowStatus) -> &'static str {
         RowStatus::Incomplete => "incomplete",
         RowStatus::Failed => "failed",
     }
+}
+
+/// A load row's figure (absent on other rows).
+fn load_real(r: &BenchmarkResult, f: fn(&LoadRecord) -> Option<f64>) -> Cell {
+    real(r.load.as_ref().and_then(f))
+}
+
+/// A figure of one of a load row's latency distributions.
+fn load_dist(
+    r: &BenchmarkResult,
+    pick: fn(&LoadRecord) -> Option<&LatencyDistribution>,
+    f: fn(&LatencyDistribution) -> f64,
+) -> Cell {
+    real(r.load.as_ref().and_then(pick).map(f))
 }
 
 macro_rules! col {
@@ -268,6 +284,64 @@ pub const COLUMNS: &[Column] = &[
         .hardware
         .as_ref()
         .map_or(Cell::Null, |h| { list(&h.gpus.iter().filter_map(|g| g.name.clone()).collect::<Vec<_>>()) })),
+    // Load runs (--concurrency, --request-rate, --sweep): empty on other rows.
+    col!("load_mode", Text, |r| opt_text(r.load.as_ref().map(|l| match l.profile.shape {
+        LoadShape::Closed { .. } => "closed",
+        LoadShape::Open { .. } => "open",
+    }))),
+    col!("load_concurrency", Integer, |r| opt_int(r.load.as_ref().and_then(|l| match l.profile.shape {
+        LoadShape::Closed { concurrency } => Some(concurrency),
+        LoadShape::Open { .. } => None,
+    }))),
+    col!("load_request_rate", Text, |r| opt_text(
+        r.load
+            .as_ref()
+            .and_then(|l| match l.profile.shape {
+                LoadShape::Open { rate: Some(rate), .. } => Some(velollm_core::trim_float(rate)),
+                LoadShape::Open { rate: None, .. } => Some("inf".to_string()),
+                LoadShape::Closed { .. } => None,
+            })
+            .as_deref()
+    )),
+    col!("load_burstiness", Real, |r| load_real(r, |l| match l.profile.shape {
+        LoadShape::Open { burstiness, .. } => Some(burstiness),
+        LoadShape::Closed { .. } => None,
+    })),
+    col!("load_sweep_phase", Text, |r| opt_text(
+        r.load.as_ref().and_then(|l| l.sweep.as_ref()).map(|s| s.phase.as_str())
+    )),
+    col!("load_requests_sent", Integer, |r| opt_int(r.load.as_ref().map(|l| l.requests_sent))),
+    col!("load_completed", Integer, |r| opt_int(r.load.as_ref().map(|l| l.completed))),
+    col!("load_failed", Integer, |r| opt_int(r.load.as_ref().map(|l| l.failed))),
+    col!("load_failures", Text, |r| r.load.as_ref().filter(|l| !l.failures.is_empty()).map_or(Cell::Null, |l| {
+        Cell::Text(l.failures.iter().map(|(why, n)| format!("{n} x {why}")).collect::<Vec<_>>().join("; "))
+    })),
+    col!("load_max_in_flight", Integer, |r| opt_int(r.load.as_ref().map(|l| l.max_in_flight))),
+    col!("load_duration_ms", Real, |r| load_real(r, |l| Some(l.duration_ms))),
+    col!("load_request_throughput", Real, |r| load_real(r, |l| l.request_throughput)),
+    col!("load_output_tokens_per_second", Real, |r| load_real(r, |l| l.output_tokens_per_second)),
+    col!("load_total_tokens_per_second", Real, |r| load_real(r, |l| l.total_tokens_per_second)),
+    col!("load_output_tokens_counted_by", Text, |r| opt_text(
+        r.load.as_ref().and_then(|l| l.output_tokens_counted_by.as_deref())
+    )),
+    col!("load_ttft_mean_ms", Real, |r| load_dist(r, |l| l.ttft_ms.as_ref(), |d| d.mean)),
+    col!("load_ttft_p50_ms", Real, |r| load_dist(r, |l| l.ttft_ms.as_ref(), |d| d.p50)),
+    col!("load_ttft_p90_ms", Real, |r| load_dist(r, |l| l.ttft_ms.as_ref(), |d| d.p90)),
+    col!("load_ttft_p99_ms", Real, |r| load_dist(r, |l| l.ttft_ms.as_ref(), |d| d.p99)),
+    col!("load_tpot_mean_ms", Real, |r| load_dist(r, |l| l.tpot_ms.as_ref(), |d| d.mean)),
+    col!("load_tpot_p50_ms", Real, |r| load_dist(r, |l| l.tpot_ms.as_ref(), |d| d.p50)),
+    col!("load_tpot_p90_ms", Real, |r| load_dist(r, |l| l.tpot_ms.as_ref(), |d| d.p90)),
+    col!("load_tpot_p99_ms", Real, |r| load_dist(r, |l| l.tpot_ms.as_ref(), |d| d.p99)),
+    col!("load_itl_mean_ms", Real, |r| load_dist(r, |l| l.itl_ms.as_ref(), |d| d.mean)),
+    col!("load_itl_p50_ms", Real, |r| load_dist(r, |l| l.itl_ms.as_ref(), |d| d.p50)),
+    col!("load_itl_p90_ms", Real, |r| load_dist(r, |l| l.itl_ms.as_ref(), |d| d.p90)),
+    col!("load_itl_p99_ms", Real, |r| load_dist(r, |l| l.itl_ms.as_ref(), |d| d.p99)),
+    col!("load_e2e_mean_ms", Real, |r| load_dist(r, |l| l.e2e_ms.as_ref(), |d| d.mean)),
+    col!("load_e2e_p50_ms", Real, |r| load_dist(r, |l| l.e2e_ms.as_ref(), |d| d.p50)),
+    col!("load_e2e_p90_ms", Real, |r| load_dist(r, |l| l.e2e_ms.as_ref(), |d| d.p90)),
+    col!("load_e2e_p99_ms", Real, |r| load_dist(r, |l| l.e2e_ms.as_ref(), |d| d.p99)),
+    col!("load_goodput", Real, |r| load_real(r, |l| l.goodput)),
+    col!("load_slo_attainment", Real, |r| load_real(r, |l| l.slo_attainment)),
 ];
 
 /// Every cell of `row`, in column order.

@@ -5,6 +5,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod openai_standin;
 pub mod scripted;
 
 use serde_json::{json, Value};

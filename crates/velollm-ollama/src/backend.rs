@@ -12,12 +12,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 use velollm_core::{
     Backend, BackendError, ChunkArrival, ContextParams, EffectiveContext, EffectiveLoad, EngineInfo, GenerationRequest,
-    LoadParams, LoadedModel, ModelIdentity, ModelSource, RawSample, ServerRecord, ServerRequestOptions, ServerSample,
-    Session, SourceKind, StopReason,
+    LoadParams, LoadRequest, LoadedModel, ModelIdentity, ModelSource, RawSample, RequestSender, RequestTimeline,
+    ServerRecord, ServerRequestOptions, ServerSample, Session, SourceKind, StopReason, TokenCountSource,
 };
 
 use crate::client::{OllamaClient, ShowResponse, TagEntry, Timeouts};
@@ -307,24 +308,98 @@ pub struct OllamaSession {
     effective: EffectiveContext,
 }
 
+/// The session's requests, sent from the load generator's threads (`--concurrency`, `--request-rate`).
+struct OllamaSender {
+    client: OllamaClient,
+    name: String,
+    load_options: Map<String, Value>,
+    thinks: bool,
+}
+
+impl RequestSender for OllamaSender {
+    /// One streamed `/api/generate`: the server's `eval_count` and `prompt_eval_count`, the client's arrivals.
+    fn send(&self, request: &LoadRequest, origin: Instant, cancel: &AtomicBool) -> RequestTimeline {
+        let at = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let nonce = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prompt = format!("[{:x}-{nonce}] {}", std::process::id(), request.prompt);
+        let body = request_body(&self.name, &self.load_options, self.thinks, &prompt, request.max_tokens, request.seed);
+        let sent = origin.elapsed();
+        match self.client.generate_stream(&body, || !cancel.load(Ordering::Relaxed)) {
+            Ok(Some(streamed)) => RequestTimeline {
+                index: request.index,
+                scheduled_ns: None,
+                sent_ns: at(sent),
+                response_ns: None,
+                chunk_times_ns: streamed
+                    .chunks
+                    .iter()
+                    .filter(|(_, text)| !text.is_empty())
+                    .map(|(t, _)| at(sent + *t))
+                    .collect(),
+                end_ns: at(sent + streamed.total),
+                http_status: Some(200),
+                prompt_tokens: streamed.last.prompt_eval_count,
+                output_tokens: streamed.last.eval_count,
+                output_tokens_source: streamed.last.eval_count.map(|_| TokenCountSource::Usage),
+                error: None,
+            },
+            Ok(None) => {
+                RequestTimeline::failed(request.index, at(sent), at(origin.elapsed()), None, "interrupted".into())
+            }
+            Err(error) => {
+                let status = match &error {
+                    OllamaError::Http { status, .. } => Some(*status),
+                    _ => None,
+                };
+                let reason = match error {
+                    OllamaError::Truncated { .. } => "the response stream ended without its final chunk".to_string(),
+                    other => other.to_string(),
+                };
+                RequestTimeline::failed(request.index, at(sent), at(origin.elapsed()), status, reason)
+            }
+        }
+    }
+}
+
+/// A streaming `/api/generate` body: raw prompt, the load-time options, greedy, the seed, `num_predict`.
+fn request_body(
+    name: &str,
+    load_options: &Map<String, Value>,
+    thinks: bool,
+    prompt: &str,
+    max_tokens: u32,
+    seed: u32,
+) -> Value {
+    let mut options = load_options.clone();
+    options.insert("num_predict".into(), json!(max_tokens));
+    options.insert("temperature".into(), json!(0));
+    options.insert("seed".into(), json!(seed));
+    let mut body = json!({ "model": name, "prompt": prompt, "stream": true, "raw": true, "options": options });
+    // Sent only to models that think: older servers reject `think` for models without the capability.
+    if thinks {
+        body["think"] = json!(false);
+    }
+    body
+}
+
 impl OllamaSession {
     fn request_body(&self, prompt: &str, request: &GenerationRequest) -> Value {
-        let mut options = self.load_options.clone();
-        options.insert("num_predict".into(), json!(request.max_tokens));
-        options.insert("temperature".into(), json!(0));
-        options.insert("seed".into(), json!(request.seed));
-        let mut body = json!({ "model": self.name, "prompt": prompt, "stream": true, "raw": true, "options": options });
-        // Sent only to models that think: older servers reject `think` for models without the capability.
-        if self.thinks {
-            body["think"] = json!(false);
-        }
-        body
+        request_body(&self.name, &self.load_options, self.thinks, prompt, request.max_tokens, request.seed)
     }
 }
 
 impl Session for OllamaSession {
     fn effective_context(&self) -> EffectiveContext {
         self.effective.clone()
+    }
+
+    fn request_sender(&self) -> Option<Arc<dyn RequestSender>> {
+        Some(Arc::new(OllamaSender {
+            client: self.client.clone(),
+            name: self.name.clone(),
+            load_options: self.load_options.clone(),
+            thinks: self.thinks,
+        }))
     }
 
     fn server_record(&self) -> Option<ServerRecord> {
@@ -385,6 +460,9 @@ impl Session for OllamaSession {
                     .collect(),
                 client_total_ns: as_ns(streamed.total),
                 truncated,
+                rate_from_client: false,
+                eval_count_source: None,
+                prompt_cached_tokens: None,
             }),
             test_ns: None,
             depth_tokens: 0,

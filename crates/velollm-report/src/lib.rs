@@ -9,6 +9,7 @@
 //! - **backends** side by side when a run holds more than one;
 //! - **per-token latency**: the distribution of the gaps between tokens (raw token timestamps) and the gap at
 //!   each token position, per benchmark;
+//! - **load** runs: latency percentiles and throughput against the load profiles (concurrency, arrival rate);
 //! - every row in a table, failed rows with their error.
 //!
 //! Each section is computed first as data in [`view`] (unit-tested there: which charts, series, points, columns)
@@ -18,6 +19,7 @@
 //! Every data mark carries `data-*` attributes, so a test can count what a browser rendered.
 
 pub mod html;
+mod load;
 pub mod svg;
 pub mod view;
 
@@ -81,6 +83,7 @@ pub fn render(runs: &[Run], options: &Options) -> String {
     if let Some(view) = view::backends(&items) {
         body.push_str(&backends(&view));
     }
+    body.push_str(&load::section(runs));
     if let Some(view) = view::latencies(&items, runs, options.max_latency_charts) {
         body.push_str(&latencies(&view, options.max_latency_charts));
     }

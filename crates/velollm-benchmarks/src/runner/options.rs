@@ -34,6 +34,17 @@ impl Default for ServerConnection {
     }
 }
 
+/// How to reach an OpenAI-compatible server (`-b openai`). Timeouts are [`ServerConnection`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenAiConnection {
+    /// `--url`: the API's base URL (`http://HOST:PORT/v1`).
+    pub url: Option<String>,
+    /// `--api-key-env`: the environment variable holding the API key (never the key itself).
+    pub api_key_env: Option<String>,
+    /// `--endpoint completions`: plain completions instead of chat completions.
+    pub completions: bool,
+}
+
 /// Which engine parameters the user set explicitly. A server applies its own defaults to the rest, so only
 /// these are forwarded to it (in-process engines use every parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +78,10 @@ pub struct RunOptions {
     pub telemetry: bool,
     /// `--interleave`: run the combinations' repetitions round-robin, one repetition of each per round.
     pub interleave: bool,
+    /// `-b openai`: where the server is and how to authenticate.
+    pub openai: OpenAiConnection,
+    /// Load profiles (`--concurrency`, `--request-rate`, `--sweep`) for server backends; inactive by default.
+    pub load: velollm_load::LoadOptions,
 }
 
 impl Default for RunOptions {
@@ -83,6 +98,8 @@ impl Default for RunOptions {
             download_progress: false,
             telemetry: true,
             interleave: false,
+            openai: OpenAiConnection::default(),
+            load: velollm_load::LoadOptions::default(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub fn available_backends() -> Vec<&'static str> {
     if cfg!(feature = "ollama") {
         names.push("ollama");
     }
+    if cfg!(feature = "openai") {
+        names.push("openai");
+    }
     names
 }
 
@@ -91,11 +94,48 @@ pub(super) fn make_backend(name: &str, options: &RunOptions, threads: u32) -> Re
                 keep_loaded: server.keep_loaded,
             })))
         }
+        #[cfg(feature = "openai")]
+        "openai" => make_openai(options),
         other => {
             let _ = options;
             Err(BenchError::Internal(format!("backend '{other}' is listed but not constructible")))
         }
     }
+}
+
+/// `-b openai`: the URL, the key from the variable `--api-key-env` names, the endpoint, and a connection pool
+/// as large as the most requests a load run keeps in flight.
+#[cfg(feature = "openai")]
+fn make_openai(options: &RunOptions) -> Result<Box<dyn Backend>, BenchError> {
+    let server_error = |e: velollm_openai::OpenAiError| BenchError::Backend(BackendError::Server(e.to_string()));
+    let Some(url) = options.openai.url.as_deref() else {
+        return Err(BenchError::Backend(BackendError::Server(
+            "-b openai needs the server's address: --url http://HOST:PORT/v1".into(),
+        )));
+    };
+    let url = velollm_openai::normalize_url(url).map_err(server_error)?;
+    let key = match options.openai.api_key_env.as_deref() {
+        Some(variable) => Some(velollm_openai::ApiKey::from_env(variable).map_err(server_error)?),
+        None => None,
+    };
+    let load = &options.load;
+    let open_loop = !load.rates.is_empty() || load.sweep.is_some();
+    let closed = load.concurrency.iter().copied().max().unwrap_or(1);
+    let pool = if open_loop { closed.max(load.max_concurrency) } else { closed };
+    Ok(Box::new(velollm_openai::OpenAiBackend::new(velollm_openai::OpenAiSettings {
+        url,
+        key,
+        endpoint: if options.openai.completions {
+            velollm_openai::Endpoint::Completions
+        } else {
+            velollm_openai::Endpoint::Chat
+        },
+        timeouts: velollm_openai::Timeouts {
+            connect: options.server.connect_timeout,
+            idle: options.server.idle_timeout,
+        },
+        pool: pool as usize,
+    })))
 }
 
 #[cfg(test)]
