@@ -83,7 +83,9 @@ pub fn render(runs: &[Run], options: &Options) -> String {
     if let Some(view) = view::backends(&items) {
         body.push_str(&backends(&view));
     }
-    body.push_str(&load::section(runs));
+    if let Some(view) = view::load(&items, runs) {
+        body.push_str(&load::section(&view));
+    }
     if let Some(view) = view::latencies(&items, runs, options.max_latency_charts) {
         body.push_str(&latencies(&view, options.max_latency_charts));
     }

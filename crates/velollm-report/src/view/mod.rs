@@ -1,7 +1,7 @@
 //! The report as data: which rows are one model, which parameters vary, and for every section of the page what it
 //! shows — built from the rows alone, with no SVG or HTML, so it can be tested as data. One file per section:
 //! `tiles.rs` (header and tiles), `compare.rs` (what changed), `sweeps.rs`, `placements.rs` (where the layers
-//! ran), `backends.rs`, `latency.rs` (per-token latency), `tables.rs` (every row). lib.rs only draws it ([`crate::svg`],
+//! ran), `backends.rs`, `latency.rs` (per-token latency), `load.rs` (load profiles), `tables.rs` (every row). lib.rs only draws it ([`crate::svg`],
 //! [`crate::html`]): every number on the page is computed here, lib.rs formats it.
 //!
 //! Two rules make rows of different tools sit together honestly:
@@ -16,6 +16,7 @@ use velollm_results::{Entry, Metric, Run};
 mod backends;
 mod compare;
 mod latency;
+mod load;
 mod placements;
 mod sweeps;
 mod tables;
@@ -24,6 +25,7 @@ mod tiles;
 pub use backends::*;
 pub use compare::*;
 pub use latency::*;
+pub use load::*;
 pub use placements::*;
 pub use sweeps::*;
 pub use tables::*;
