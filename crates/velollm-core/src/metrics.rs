@@ -295,7 +295,7 @@ fn rate(count: f64, ms: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ChunkArrival;
 
@@ -437,5 +437,69 @@ mod tests {
         assert!((percentile(&sorted, 99.0) - 9.91).abs() < 1e-12);
         assert_eq!(percentile(&sorted, 100.0), 10.0);
         assert_eq!(percentile(&[4.0], 99.0), 4.0);
+    }
+
+    /// A batched repetition of known times: B = 2, PP = 4, TG = 2, prompt phase 40 ms, steps ending at 60 and
+    /// 100 ms; sequence 0's prompt finished in an earlier call (30 ms) than sequence 1's.
+    pub(crate) fn batched_sample(shared_prompt: bool) -> RawSample {
+        let ms = |v: u64| v * 1_000_000;
+        RawSample {
+            prompt_tokens: if shared_prompt { 4 } else { 8 },
+            tokenize_ns: 0,
+            prompt_eval_ns: ms(40),
+            token_times_ns: vec![ms(60), ms(100)],
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![],
+            engine_counters: None,
+            server: None,
+            test_ns: Some(ms(100)),
+            depth_tokens: 0,
+            depth_prepare_ns: None,
+            batched: Some(crate::BatchedSample {
+                n_sequences: 2,
+                shared_prompt,
+                n_prompt: 4,
+                n_gen: 2,
+                sequence_token_times_ns: vec![vec![ms(30), ms(60), ms(100)], vec![ms(40), ms(60), ms(100)]],
+            }),
+        }
+    }
+
+    #[test]
+    fn batched_columns_follow_batched_bench_s_formulas() {
+        let m = IterationMetrics::from_sample(&batched_sample(false));
+        let b = m.batched.clone().unwrap();
+        assert_eq!((b.pp, b.tg, b.pl, b.n_kv), (4, 2, 2, 12), "N_KV = B·PP + B·TG");
+        let close = |a: f64, e: f64| assert!((a - e).abs() < 1e-9, "{a} vs {e}");
+        close(b.t_pp, 0.04);
+        close(b.speed_pp.unwrap(), 8.0 / 0.04);
+        close(b.t_tg, 0.06);
+        close(b.speed_tg.unwrap(), 4.0 / 0.06);
+        close(b.t, 0.1);
+        close(b.speed.unwrap(), 12.0 / 0.1);
+        // The row's rate is S; TTFT the sequences' mean; the counts those of the timed region.
+        close(m.tokens_per_second.unwrap(), 120.0);
+        assert_eq!(b.ttft_ms, [30.0, 40.0]);
+        close(m.ttft_ms.unwrap(), 35.0);
+        assert_eq!((m.prompt_eval_count, m.eval_count), (8, 4));
+        // Gaps per sequence: 30, 40 and 20, 40 ms.
+        let itl = b.inter_token_latency_ms.unwrap();
+        assert_eq!((itl.max, itl.p50), (40.0, 35.0));
+        // Shared: one prompt of PP tokens, S_PP = PP / T_PP, N_KV = PP + B·TG.
+        let shared = IterationMetrics::from_sample(&batched_sample(true)).batched.unwrap();
+        assert_eq!(shared.n_kv, 8);
+        close(shared.speed_pp.unwrap(), 4.0 / 0.04);
+        close(shared.speed.unwrap(), 80.0);
+        // No generation step: no S_TG rather than a division by zero.
+        let mut prompt_only = batched_sample(false);
+        prompt_only.test_ns = Some(40_000_000);
+        prompt_only.token_times_ns.clear();
+        let b = prompt_only.batched.as_mut().unwrap();
+        b.n_gen = 0;
+        b.sequence_token_times_ns.iter_mut().for_each(|t| t.truncate(1));
+        let m = IterationMetrics::from_sample(&prompt_only).batched.unwrap();
+        assert_eq!((m.speed_tg, m.n_kv), (None, 8));
+        assert!(m.inter_token_latency_ms.is_none());
     }
 }

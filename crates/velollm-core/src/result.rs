@@ -797,4 +797,36 @@ mod tests {
         assert!(agg.harness_overhead.is_none());
         assert!(agg.statistics.tokens_per_second.is_none());
     }
+
+    #[test]
+    fn batched_rows_average_the_columns_and_check_the_engine_on_totals() {
+        let with_counters = |counters: EngineCounters| {
+            let mut s = crate::metrics::tests::batched_sample(false);
+            s.engine_counters = Some(counters);
+            s
+        };
+        // llama.cpp filed the two-token steps as prompt eval: 12 tokens in 99 ms, then 12 in 98 ms.
+        let first =
+            with_counters(EngineCounters { prompt_eval_count: 12, prompt_eval_ms: 99.0, eval_count: 0, eval_ms: 0.0 });
+        let mut second =
+            with_counters(EngineCounters { prompt_eval_count: 12, prompt_eval_ms: 98.0, eval_count: 0, eval_ms: 0.0 });
+        second.test_ns = Some(200_000_000);
+        let agg = Aggregates::from_samples(vec![first, second], 2);
+        let b = agg.batched.unwrap();
+        assert!((b.t.unwrap() - 0.15).abs() < 1e-12, "mean of 0.1 and 0.2 s");
+        assert!((b.speed.unwrap() - (120.0 + 60.0) / 2.0).abs() < 1e-9);
+        assert_eq!(b.ttft_ms_per_sequence, [30.0, 40.0]);
+        assert_eq!(b.ttft_mean_ms, Some(35.0));
+        let check = b.engine_check.unwrap();
+        assert_eq!((check.tokens_velollm, check.tokens_engine), (24, 24));
+        assert!((check.ratio.unwrap() - 300.0 / 197.0).abs() < 1e-12);
+        assert!(agg.harness_overhead.is_none(), "llama.cpp's eval/prompt split does not fit batched steps");
+        assert_eq!(agg.tokens_per_second, b.speed);
+        // Pooled ITL from every sequence's own gaps.
+        assert_eq!(agg.statistics.inter_token_latency_ms.unwrap().max, 40.0);
+        // A row without counters has no check, and a text row no batched figures.
+        let agg = Aggregates::from_samples(vec![crate::metrics::tests::batched_sample(false)], 2);
+        assert!(agg.batched.unwrap().engine_check.is_none());
+        assert!(Aggregates::from_samples(vec![sample(20, 10, 5, 39.0)], 5).batched.is_none());
+    }
 }

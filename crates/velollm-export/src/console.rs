@@ -201,6 +201,76 @@ fn mean_of(values: &[f64], unit: &str) -> String {
     format!("{:.1}{unit}", values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// llama-batched-bench's table of the batched rows (`-npl`), one line per row with its columns as means over
+/// the repetitions, then each row's time to first token (mean over every sequence and repetition) and
+/// inter-token latency (p50 and p99 of every sequence's gaps); `None` when no row is batched. A column a row
+/// could not measure shows `n/a`.
+pub fn batched_table(rows: &[BenchmarkResult]) -> Option<String> {
+    let batched: Vec<(&BenchmarkResult, &velollm_core::BatchedFigures)> =
+        rows.iter().filter_map(|r| r.batched.as_ref().map(|b| (r, b))).collect();
+    if batched.is_empty() {
+        return None;
+    }
+    let seconds = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let speed = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "|{:>6} | {:>6} | {:>4} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>17} |\n",
+        "PP",
+        "TG",
+        "B",
+        "N_KV",
+        "T_PP s",
+        "S_PP t/s",
+        "T_TG s",
+        "S_TG t/s",
+        "T s",
+        "S t/s",
+        "TTFT ms",
+        "ITL ms p50 / p99"
+    );
+    out.push_str(&format!(
+        "|{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|\n",
+        "-".repeat(6),
+        "-".repeat(6),
+        "-".repeat(4),
+        "-".repeat(6),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(9),
+        "-".repeat(17)
+    ));
+    let mut shared = false;
+    for (row, b) in batched {
+        shared |= b.is_pp_shared;
+        let itl = b.inter_token_latency_ms.map_or("n/a".to_string(), |p| format!("{:.1} / {:.1}", p.p50, p.p99));
+        out.push_str(&format!(
+            "|{:>6} | {:>6} | {:>4} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>17} |{}\n",
+            b.pp,
+            b.tg,
+            b.pl,
+            b.n_kv,
+            seconds(b.t_pp),
+            speed(b.speed_pp),
+            seconds(b.t_tg),
+            speed(b.speed_tg),
+            seconds(b.t),
+            speed(b.speed),
+            ms(b.ttft_mean_ms),
+            itl,
+            status_note(row),
+        ));
+    }
+    if shared {
+        out.push_str("(shared prompt: N_KV = PP + B·TG, S_PP = PP / T_PP)\n");
+    }
+    Some(out)
+}
+
 /// The llama-bench-style table of `rows` (only the parameters that vary), as the markdown exporter writes it.
 pub fn sweep_table(rows: &[BenchmarkResult]) -> String {
     crate::markdown::table(rows)

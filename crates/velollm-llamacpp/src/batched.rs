@@ -125,7 +125,11 @@ pub(crate) fn run(
         // (the first generation step); this synchronize only orders the clock after the calls above.
         state.context.synchronize();
     }
-    let prompt_eval_ns = elapsed_ns(start);
+    // The prompt phase ends when its last call's results are there (shared: after the copies).
+    let prompt_eval_ns = match call_ends.last() {
+        Some(&end) if !parallel.shared_prompt => end,
+        _ => elapsed_ns(start),
+    };
     for (sequence, times) in sequence_token_times_ns.iter_mut().enumerate() {
         let first = if parallel.shared_prompt {
             // One prompt, one set of logits: every sequence's first token is there when the phase ends.

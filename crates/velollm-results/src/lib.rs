@@ -63,6 +63,10 @@ impl TestId {
         if self.kind != other.kind {
             return false;
         }
+        if self.kind == BATCHED_KIND {
+            // The name holds B and whether the prompt was shared (`pp32+tg8 x4 shared`).
+            return self.name == other.name;
+        }
         if self.kind == "text" {
             self.prompt == other.prompt && self.n_gen == other.n_gen
         } else {
@@ -502,6 +506,10 @@ fn velollm_status(value: &Value, schema_version: u32) -> Result<Status, String> 
     }
 }
 
+/// The kind of a batched test's row (llama-batched-bench's, `-npl`): only rows of the same B and prompt
+/// sharing pair.
+pub const BATCHED_KIND: &str = "batched";
+
 fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
     let schema_version = u32::try_from(required_u64(value, "/schema_version")?).unwrap_or(u32::MAX);
     let newest = velollm_core::SCHEMA_VERSION;
@@ -527,7 +535,12 @@ fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
     } else {
         ("text", optional_u64(value, "/prompt_eval_count")?.unwrap_or(0), max_tokens, 0)
     };
+    let batched = value.pointer("/test/parallel").is_some_and(Value::is_object);
     let test = match kind {
+        // llama-batched-bench's test (`-npl`): its name holds B and whether the prompt was shared.
+        "pp" | "tg" | "pg" if batched => {
+            TestId { kind: BATCHED_KIND.into(), name: name.to_string(), n_prompt, n_gen, n_depth, prompt: None }
+        }
         "text" => TestId {
             kind: "text".into(),
             name: name.to_string(),
@@ -778,5 +791,24 @@ mod tests {
         assert_eq!(TestId::of_tokens(512, 0, 0).name, "pp512");
         assert_eq!(TestId::of_tokens(0, 128, 4096).name, "tg128 @ d4096");
         assert_eq!(TestId::of_tokens(512, 128, 0).kind, "pg");
+    }
+
+    #[test]
+    fn batched_rows_pair_only_with_the_same_sequences_and_prompt_sharing() {
+        // A real schema-2 token row, made a batched one.
+        let rows: Vec<Value> = serde_json::from_str(include_str!("../tests/data/schema-2.json")).unwrap();
+        let row = |name: &str, n: u32| {
+            let mut value = rows[1].clone();
+            value["config"]["name"] = name.into();
+            value["test"] = serde_json::json!({"kind": "pg", "n_prompt": 32, "n_gen": 8, "n_depth": 0,
+                "parallel": {"n_sequences": n, "shared_prompt": name.ends_with("shared")}});
+            velollm_entry(&value, 0).unwrap().test
+        };
+        let (x2, x4, x4_shared) = (row("pp32+tg8 x2", 2), row("pp32+tg8 x4", 4), row("pp32+tg8 x4 shared", 4));
+        assert_eq!(x2.kind, BATCHED_KIND);
+        assert!(x4.same_test(&row("pp32+tg8 x4", 4)));
+        assert!(!x2.same_test(&x4) && !x4.same_test(&x4_shared));
+        // Nor with llama-bench's single-sequence pp32+tg8.
+        assert!(!x4.same_test(&TestId::of_tokens(32, 8, 0)));
     }
 }
