@@ -70,8 +70,8 @@ async fn threads_and_warmup_are_recorded() -> anyhow::Result<()> {
 fn a_sweep_loads_once_per_load_group_and_creates_one_context_per_context_group() {
     use velollm_benchmarks::{prepare, run_plan, GpuLayers, NoObserver, Plan, SweepSpec, TestCase, TokenTest};
     let tests = vec![
-        TestCase::Tokens { test: TokenTest { n_prompt: 16, n_gen: 0, n_depth: 0 }, repetitions: 1 },
-        TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 4, n_depth: 0 }, repetitions: 1 },
+        TestCase::Tokens { test: TokenTest::single(16, 0, 0), repetitions: 1 },
+        TestCase::Tokens { test: TokenTest::single(0, 4, 0), repetitions: 1 },
     ];
     let mut spec = SweepSpec::single(&default_model_path(), "llamacpp", 1, tests);
     spec.n_gpu_layers = vec![GpuLayers::Count(0), GpuLayers::All];

@@ -17,16 +17,21 @@ pub use velollm_core::{AutoRepetitions, Repetitions, TestCase};
 /// pads it; the row records both), and a text test gets the 2048 of [`ContextParams::with_threads`].
 pub const CTX_PER_TEST: u32 = 0;
 
-/// The context `test` runs in: `context` itself, or, with [`CTX_PER_TEST`], sized for the test.
+/// The context `test` runs in: `context` itself, or, with [`CTX_PER_TEST`], sized for the test. A batched
+/// test's context holds its B sequences (`n_seq_max`), whatever its size.
 pub fn sized_for_test(context: &ContextParams, test: &TestCase) -> ContextParams {
+    let n_seq_max = match test {
+        TestCase::Tokens { test, .. } => test.sequences(),
+        TestCase::Text(_) => 1,
+    };
     if context.n_ctx != CTX_PER_TEST {
-        return context.clone();
+        return ContextParams { n_seq_max, ..context.clone() };
     }
     let n_ctx = match test {
         TestCase::Tokens { test, .. } => u32::try_from(test.context_needed()).unwrap_or(u32::MAX).max(1),
         TestCase::Text(_) => ContextParams::with_threads(context.n_threads).n_ctx,
     };
-    ContextParams { n_ctx, ..context.clone() }
+    ContextParams { n_ctx, n_seq_max, ..context.clone() }
 }
 
 /// Every list a sweep takes.
@@ -121,6 +126,7 @@ impl SweepSpec {
                                         flash_attn,
                                         type_k,
                                         type_v,
+                                        n_seq_max: 1,
                                     });
                                 }
                             }
@@ -291,17 +297,14 @@ mod tests {
 
     fn tests(n: usize) -> Vec<TestCase> {
         (0..n)
-            .map(|i| TestCase::Tokens {
-                test: TokenTest { n_prompt: 64 * (i as u32 + 1), n_gen: 0, n_depth: 0 },
-                repetitions: 2,
-            })
+            .map(|i| TestCase::Tokens { test: TokenTest::single(64 * (i as u32 + 1), 0, 0), repetitions: 2 })
             .collect()
     }
 
     #[test]
     fn without_a_context_size_each_test_gets_llama_bench_s() {
         let mut spec = SweepSpec::single("m", "llamacpp", 2, tests(2));
-        spec.tests.push(TestCase::Tokens { test: TokenTest { n_prompt: 16, n_gen: 32, n_depth: 100 }, repetitions: 2 });
+        spec.tests.push(TestCase::Tokens { test: TokenTest::single(16, 32, 100), repetitions: 2 });
         spec.tests.push(TestCase::Text(BenchmarkConfig {
             name: "custom".into(),
             model: "m".into(),

@@ -21,7 +21,7 @@ fn text(name: &str, iterations: u32, max_tokens: u32) -> TestCase {
 }
 
 fn tg(n_gen: u32, repetitions: u32) -> TestCase {
-    TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen, n_depth: 0 }, repetitions }
+    TestCase::Tokens { test: TokenTest::single(0, n_gen, 0), repetitions }
 }
 
 fn plan(tests: Vec<TestCase>, threads: &[u32]) -> Plan {

@@ -34,6 +34,10 @@ use velollm_gguf::{GgufFile, ReadOptions};
 
 pub use tokenizer::{Tokenizer, TokenizerError};
 
+/// Why candle runs no batched test: its quantized models keep one KV cache, for one sequence.
+pub const CANDLE_NO_PARALLEL: &str =
+    "candle cannot decode several sequences together (its models hold one sequence's cache); run -npl/--parallel on -b llamacpp";
+
 /// The candle version compiled in (pinned exactly in Cargo.toml).
 pub const CANDLE_VERSION: &str = "0.11.1";
 
@@ -209,6 +213,9 @@ impl velollm_core::LoadedModel for CandleLoaded {
             type_k: Some(kv.to_string()),
             type_v: Some(kv.to_string()),
             context_buffers: Vec::new(),
+            n_seq_max: None,
+            kv_unified: None,
+            n_ctx_seq: None,
         };
         self.model.context_size = context_size;
         Ok(Box::new(CandleSession { model: &mut self.model, effective, warnings }))
@@ -354,6 +361,9 @@ impl CandleModel {
     /// cannot save its cache, so a depth is re-evaluated before every repetition, outside the timed region.
     pub fn run_tokens(&mut self, request: &TokenRequest, cancel: &AtomicBool) -> Result<RawSample, BackendError> {
         let test = request.test;
+        if test.parallel.is_some() {
+            return Err(BackendError::Unsupported(CANDLE_NO_PARALLEL.to_string()));
+        }
         if test.context_needed() > u64::from(self.context_size) {
             return Err(BackendError::TestTooLarge {
                 test: test.name(),

@@ -9,7 +9,7 @@ use velollm_benchmarks::{
     standard_suite, AutoRepetitions, BenchmarkConfig, ExplicitEngineParams, FlashAttention, GpuLayers, KvCacheType,
     Repetitions, SplitMode, SweepSpec, TestCase, TokenTest,
 };
-use velollm_core::{DeviceSelection, TensorSplit};
+use velollm_core::{DeviceSelection, Parallel, TensorSplit, MAX_PARALLEL_SEQUENCES};
 use velollm_models::default_model_for;
 
 use velollm_export::Format;
@@ -143,6 +143,13 @@ pub struct BenchmarkArgs {
     /// llama-bench test: P prompt tokens then T generated, timed together (`--pg 512,128`; repeatable).
     #[arg(long, value_name = "P,T", allow_hyphen_values = true)]
     pub pg: Vec<String>,
+    /// llama-batched-bench's test (also -npl): B sequences decoded together, one batch per step, for every
+    /// --pp × --tg (and --pg) pair and every B in the list (e.g. 1,2,4,8; each 1–256). llama.cpp only.
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    pub parallel: Option<String>,
+    /// With --parallel: one prompt evaluated once and copied to every sequence (batched-bench's -pps).
+    #[arg(long)]
+    pub shared_prompt: bool,
     /// KV cache depth: tokens put in the cache before each llama-bench test, outside the timed region (list).
     #[arg(long, short = 'd', value_name = "LIST", allow_hyphen_values = true)]
     pub depth: Option<String>,
@@ -378,6 +385,12 @@ impl BenchmarkArgs {
     }
 
     fn token_tests(&self) -> anyhow::Result<Vec<TokenTest>> {
+        if let Some(spec) = &self.parallel {
+            return self.batched_tests(spec);
+        }
+        if self.shared_prompt {
+            return Err(usage("--shared-prompt applies to batched tests: give --parallel (-npl) too"));
+        }
         let depths = match &self.depth {
             Some(spec) => numbers("--depth", spec, 0, MAX_CTX)?,
             None => vec![0],
@@ -403,11 +416,65 @@ impl BenchmarkArgs {
         let mut tests = Vec::new();
         for (n_prompt, n_gen) in shapes {
             for &n_depth in &depths {
-                tests.push(TokenTest { n_prompt, n_gen, n_depth });
+                tests.push(TokenTest::single(n_prompt, n_gen, n_depth));
             }
         }
         if tests.is_empty() && self.depth.is_some() {
             return Err(usage("--depth applies to llama-bench tests: give --pp, --tg or --pg too"));
+        }
+        Ok(tests)
+    }
+
+    /// `--parallel`: llama-batched-bench's tests, every (PP, TG) of `--pp` × `--tg` and of `--pg`, for every B.
+    fn batched_tests(&self, spec: &str) -> anyhow::Result<Vec<TokenTest>> {
+        let sequences = numbers("--parallel", spec, 1, MAX_PARALLEL_SEQUENCES)?;
+        if self.depth.is_some() {
+            return Err(usage("--depth does not apply to --parallel (llama-batched-bench's tests have no depth)"));
+        }
+        let mut shapes: Vec<(u32, u32)> = Vec::new();
+        match (&self.pp, &self.tg) {
+            (Some(pp), Some(tg)) => {
+                let tgs = numbers("--tg", tg, 1, MAX_CTX)?;
+                for n_prompt in numbers("--pp", pp, 1, MAX_CTX)? {
+                    shapes.extend(tgs.iter().map(|&n_gen| (n_prompt, n_gen)));
+                }
+            }
+            (None, None) => {}
+            _ => {
+                return Err(usage("--parallel needs both --pp (each prompt) and --tg (generation steps), or --pg P,T"))
+            }
+        }
+        for pg in &self.pg {
+            match parse_u32_list("--pg", pg).map_err(|e| usage(e.to_string()))?.as_slice() {
+                [p, t] if *p >= 1 && *t >= 1 && *p <= MAX_CTX && *t <= MAX_CTX => shapes.push((*p, *t)),
+                _ => {
+                    return Err(usage(format!(
+                        "invalid --pg '{pg}': expected two numbers P,T (prompt and generated tokens, each 1–{MAX_CTX})"
+                    )))
+                }
+            }
+        }
+        if shapes.is_empty() {
+            return Err(usage(
+                "--parallel needs --pp and --tg (or --pg P,T): the prompt and generation of each sequence",
+            ));
+        }
+        let mut tests = Vec::new();
+        for (n_prompt, n_gen) in shapes {
+            for &n_sequences in &sequences {
+                let test = TokenTest {
+                    parallel: Some(Parallel { n_sequences, shared_prompt: self.shared_prompt }),
+                    ..TokenTest::single(n_prompt, n_gen, 0)
+                };
+                if test.context_needed() > u64::from(MAX_CTX) {
+                    return Err(usage(format!(
+                        "{}: {n_sequences} sequences of {n_prompt}+{n_gen} tokens need {} tokens of context (at most {MAX_CTX})",
+                        test.name(),
+                        test.context_needed()
+                    )));
+                }
+                tests.push(test);
+            }
         }
         Ok(tests)
     }
@@ -553,6 +620,20 @@ impl BenchmarkArgs {
             self.iterations.as_deref().map(|text| number("--iterations", text, 1, MAX_ITERATIONS)).transpose()?;
         let (_, token_repetitions) = self.repetitions()?;
         let token_tests = self.token_tests()?;
+        if self.parallel.is_some() {
+            if let Some(other) = backends.iter().find(|b| b.as_str() != "llamacpp") {
+                return Err(usage(format!(
+                    "--parallel (batched sequences) runs in-process on llama.cpp only, not on -b {other}{}",
+                    match other.as_str() {
+                        "candle" => ": candle's models hold one sequence's cache",
+                        "ollama" | "openai" => {
+                            ": a server's concurrency is a load profile (--concurrency), not batched-bench's test"
+                        }
+                        _ => "",
+                    }
+                )));
+            }
+        }
         let mut tests: Vec<TestCase> = Vec::new();
         let text_wanted = token_tests.is_empty() || self.suite || self.prompt.is_some();
         if text_wanted {

@@ -122,7 +122,13 @@ fn main() -> ExitCode {
 
 /// llama-bench's multi-letter single-dash flags, which clap cannot declare, spelled as velollm's long ones.
 fn llama_bench_spellings(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
-    const SPELLINGS: [(&str, &str); 3] = [("-ngl", "--n-gpu-layers"), ("-dev", "--device"), ("-ts", "--tensor-split")];
+    const SPELLINGS: [(&str, &str); 5] = [
+        ("-ngl", "--n-gpu-layers"),
+        ("-dev", "--device"),
+        ("-ts", "--tensor-split"),
+        ("-npl", "--parallel"),
+        ("-pps", "--shared-prompt"),
+    ];
     args.map(|arg| {
         let Some(text) = arg.to_str() else { return arg };
         for (short, long) in SPELLINGS {

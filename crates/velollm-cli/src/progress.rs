@@ -377,5 +377,9 @@ pub fn final_report(rows: &[BenchmarkResult], saved_to: &[String], table: bool) 
         out.push('\n');
         out.push_str(&console::sweep_table(rows));
     }
+    if let Some(batched) = console::batched_table(rows) {
+        out.push_str("\nllama-batched-bench's columns (means over the repetitions):\n\n");
+        out.push_str(&batched);
+    }
     out
 }

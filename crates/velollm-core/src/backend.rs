@@ -319,6 +319,7 @@ pub fn timed_token_test(
         test_ns: Some(crate::elapsed_ns(start)),
         depth_tokens: test.n_depth.into(),
         depth_prepare_ns: None,
+        batched: None,
     })
 }
 
@@ -354,7 +355,7 @@ mod tests {
 
     #[test]
     fn token_tests_time_prompt_and_each_decode() {
-        let test = crate::TokenTest { n_prompt: 5, n_gen: 3, n_depth: 7 };
+        let test = crate::TokenTest::single(5, 3, 7);
         let (mut prompts, mut decoded) = (Vec::new(), Vec::new());
         let sample = timed_token_test(
             &test,
@@ -378,7 +379,7 @@ mod tests {
         assert_eq!(sample.token_ids, decoded);
         assert_eq!((sample.prompt_tokens, sample.token_times_ns.len(), sample.depth_tokens), (5, 3, 7));
         assert!(sample.test_ns.unwrap() >= *sample.token_times_ns.last().unwrap());
-        let tg = crate::TokenTest { n_prompt: 0, n_gen: 2, n_depth: 0 };
+        let tg = crate::TokenTest::single(0, 2, 0);
         let sample =
             timed_token_test(&tg, 9, 100, None, &AtomicBool::new(false), |_| unreachable!(), |_| Ok(())).unwrap();
         assert_eq!((sample.prompt_tokens, sample.prompt_eval_ns), (0, 0));
@@ -392,7 +393,7 @@ mod tests {
     fn timed_token_intervals_hold_the_work_inside_them() {
         use std::time::Duration;
         let (prompt, step) = (Duration::from_millis(20), Duration::from_millis(4));
-        let test = crate::TokenTest { n_prompt: 6, n_gen: 5, n_depth: 0 };
+        let test = crate::TokenTest::single(6, 5, 0);
         let before = std::time::Instant::now();
         let sample = timed_token_test(
             &test,
@@ -467,6 +468,7 @@ mod tests {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         };
         let metrics = crate::IterationMetrics::from_sample(&sample);
         assert!(metrics.ttft_ms.unwrap() >= before_first.as_secs_f64() * 1e3);

@@ -36,7 +36,7 @@ pub use load::{
     trim_float, LatencyDistribution, LoadProfile, LoadRecord, LoadRequest, LoadShape, LoadStop, RequestSender,
     RequestTimeline, Slo, SweepStep, TokenCountSource,
 };
-pub use metrics::{percentile, HttpMetrics, IterationMetrics, LatencyPercentiles};
+pub use metrics::{percentile, BatchedMetrics, HttpMetrics, IterationMetrics, LatencyPercentiles};
 pub use params::{
     ContextParams, DevicePlacement, DeviceSelection, EffectiveContext, EffectiveLoad, EffectiveParams, EngineBuffer,
     FlashAttention, GenerationParams, GpuLayers, KvCacheType, LoadParams, RequestedParams, SplitMode, TensorSplit,
@@ -46,15 +46,17 @@ pub use repetition::{
     RepetitionPolicy, Repetitions, OUTLIER_Z,
 };
 pub use result::{
-    Aggregates, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, Environment, HarnessOverhead, HttpOverhead,
-    IterationRecord, Measured, ModelIdentity, RepetitionRecord, RowStatus, RunParameters, ServerRecord,
-    ServerRequestOptions, StopRule, SCHEMA_VERSION,
+    Aggregates, BatchedFigures, BenchmarkConfig, BenchmarkResult, BenchmarkStatistics, EngineCheck, Environment,
+    HarnessOverhead, HttpOverhead, IterationRecord, Measured, ModelIdentity, RepetitionRecord, RowStatus,
+    RunParameters, ServerRecord, ServerRequestOptions, StopRule, SCHEMA_VERSION,
 };
 pub use row::{RowBase, RowBuilder};
-pub use sample::{argmax, elapsed_ns, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason};
+pub use sample::{
+    argmax, elapsed_ns, BatchedSample, ChunkArrival, EngineCounters, RawSample, ServerSample, StopReason,
+};
 pub use stats::{student_t_975, Summary};
 pub use telemetry::{
     power_integral_joules, EnergySource, GpuIterationTelemetry, GpuRowTelemetry, GpuSample, IterationTelemetry,
     RowTelemetry,
 };
-pub use workload::{TestCase, TestKind, TestShape, TokenRng, TokenTest};
+pub use workload::{Parallel, TestCase, TestKind, TestShape, TokenRng, TokenTest, MAX_PARALLEL_SEQUENCES};

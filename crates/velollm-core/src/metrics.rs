@@ -71,6 +71,40 @@ pub struct IterationMetrics {
     /// Token tests: the timed region in nanoseconds (llama-bench's per-sample `t_ns`).
     #[serde(default)]
     pub test_ns: Option<u64>,
+    /// Batched tests: llama-batched-bench's columns for this repetition and every sequence's latencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batched: Option<BatchedMetrics>,
+}
+
+/// llama-batched-bench's columns for one repetition, under the names of its JSONL output (`pl` is `B`,
+/// `speed*` are its `S` columns; times in seconds), and each sequence's latencies on velollm's clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchedMetrics {
+    /// `PP`: prompt tokens per sequence.
+    pub pp: u32,
+    /// `TG`: generation steps (tokens decoded per sequence).
+    pub tg: u32,
+    /// `B`: sequences decoded together.
+    pub pl: u32,
+    pub is_pp_shared: bool,
+    /// `N_KV`: tokens evaluated, `B·PP + B·TG`, or `PP + B·TG` with a shared prompt.
+    pub n_kv: u64,
+    /// `T_PP`: the prompt phase, seconds.
+    pub t_pp: f64,
+    /// `S_PP`: `B·PP / T_PP` (`PP / T_PP` shared).
+    pub speed_pp: Option<f64>,
+    /// `T_TG`: the generation steps, seconds.
+    pub t_tg: f64,
+    /// `S_TG`: `B·TG / T_TG`; absent without generation steps.
+    pub speed_tg: Option<f64>,
+    /// `T = T_PP + T_TG`.
+    pub t: f64,
+    /// `S = N_KV / T`.
+    pub speed: Option<f64>,
+    /// Each sequence's time to first token, ms: timed-region start → its first next-token logits available.
+    pub ttft_ms: Vec<f64>,
+    /// Each sequence's gaps between consecutive next-token logits, pooled over the sequences, ms.
+    pub inter_token_latency_ms: Option<LatencyPercentiles>,
 }
 
 /// The client's clock against the server's for one HTTP request (docs/ollama.md states every formula).
@@ -101,6 +135,9 @@ impl IterationMetrics {
         if let Some(server) = &sample.server {
             return Self::from_server_sample(sample, server);
         }
+        if let (Some(batched), Some(test_ns)) = (&sample.batched, sample.test_ns) {
+            return Self::from_batched_test(sample, batched, test_ns);
+        }
         if let Some(test_ns) = sample.test_ns {
             return Self::from_token_test(sample, test_ns);
         }
@@ -123,6 +160,58 @@ impl IterationMetrics {
             stop_reason: sample.stop_reason,
             http: None,
             test_ns: None,
+            batched: None,
+        }
+    }
+
+    /// llama-batched-bench's test: the rate is `S = N_KV / T`, every token the timed region evaluated over
+    /// its duration (llama-bench's formula on the same region). TTFT is the mean of the sequences' own.
+    fn from_batched_test(sample: &RawSample, batched: &crate::BatchedSample, test_ns: u64) -> IterationMetrics {
+        let b = u64::from(batched.n_sequences);
+        let generated = b * u64::from(batched.n_gen);
+        let n_kv = sample.prompt_tokens + generated;
+        let t_pp = sample.prompt_eval_ns as f64 / 1e9;
+        let t = test_ns as f64 / 1e9;
+        let t_tg = test_ns.saturating_sub(sample.prompt_eval_ns) as f64 / 1e9;
+        let per_second = |tokens: u64, seconds: f64| (tokens > 0 && seconds > 0.0).then(|| tokens as f64 / seconds);
+        let ttft_ms: Vec<f64> = batched
+            .sequence_token_times_ns
+            .iter()
+            .filter_map(|times| times.first().map(|&t| t as f64 / NS_PER_MS))
+            .collect();
+        let gaps: Vec<f64> =
+            batched.sequence_token_times_ns.iter().flat_map(|times| inter_token_gaps_ms(times)).collect();
+        let first = sample.token_times_ns.first().copied();
+        let last = sample.token_times_ns.last().copied();
+        let inter_token_latency_ms = LatencyPercentiles::of(&gaps);
+        IterationMetrics {
+            ttft_ms: (!ttft_ms.is_empty()).then(|| ttft_ms.iter().sum::<f64>() / ttft_ms.len() as f64),
+            prompt_eval_count: sample.prompt_tokens,
+            prompt_eval_ms: Some(sample.prompt_eval_ns as f64 / NS_PER_MS),
+            prompt_tokens_per_second: per_second(sample.prompt_tokens, t_pp),
+            eval_count: generated,
+            eval_ms: first.zip(last).map(|(first, last)| (last - first) as f64 / NS_PER_MS),
+            tokens_per_second: per_second(n_kv, t),
+            total_ms: Some(test_ns as f64 / NS_PER_MS),
+            inter_token_latency_ms,
+            stop_reason: sample.stop_reason,
+            http: None,
+            test_ns: Some(test_ns),
+            batched: Some(BatchedMetrics {
+                pp: batched.n_prompt,
+                tg: batched.n_gen,
+                pl: batched.n_sequences,
+                is_pp_shared: batched.shared_prompt,
+                n_kv,
+                t_pp,
+                speed_pp: per_second(sample.prompt_tokens, t_pp),
+                t_tg,
+                speed_tg: per_second(generated, t_tg),
+                t,
+                speed: per_second(n_kv, t),
+                ttft_ms,
+                inter_token_latency_ms,
+            }),
         }
     }
 
@@ -146,6 +235,7 @@ impl IterationMetrics {
             stop_reason: sample.stop_reason,
             http: None,
             test_ns: Some(test_ns),
+            batched: None,
         }
     }
 
@@ -193,6 +283,7 @@ impl IterationMetrics {
                 inter_chunk_latency_ms: LatencyPercentiles::of(&inter_token_gaps_ms(&text_times)),
             }),
             test_ns: None,
+            batched: None,
         }
     }
 }
@@ -208,7 +299,7 @@ fn rate(count: f64, ms: f64) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ChunkArrival;
 
@@ -226,6 +317,7 @@ mod tests {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         }
     }
 
@@ -261,6 +353,7 @@ mod tests {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         }
     }
 
@@ -351,5 +444,69 @@ mod tests {
         assert!((percentile(&sorted, 99.0) - 9.91).abs() < 1e-12);
         assert_eq!(percentile(&sorted, 100.0), 10.0);
         assert_eq!(percentile(&[4.0], 99.0), 4.0);
+    }
+
+    /// A batched repetition of known times: B = 2, PP = 4, TG = 2, prompt phase 40 ms, steps ending at 60 and
+    /// 100 ms; sequence 0's prompt finished in an earlier call (30 ms) than sequence 1's.
+    pub(crate) fn batched_sample(shared_prompt: bool) -> RawSample {
+        let ms = |v: u64| v * 1_000_000;
+        RawSample {
+            prompt_tokens: if shared_prompt { 4 } else { 8 },
+            tokenize_ns: 0,
+            prompt_eval_ns: ms(40),
+            token_times_ns: vec![ms(60), ms(100)],
+            stop_reason: StopReason::Length,
+            eog_tokens: 0,
+            token_ids: vec![],
+            engine_counters: None,
+            server: None,
+            test_ns: Some(ms(100)),
+            depth_tokens: 0,
+            depth_prepare_ns: None,
+            batched: Some(crate::BatchedSample {
+                n_sequences: 2,
+                shared_prompt,
+                n_prompt: 4,
+                n_gen: 2,
+                sequence_token_times_ns: vec![vec![ms(30), ms(60), ms(100)], vec![ms(40), ms(60), ms(100)]],
+            }),
+        }
+    }
+
+    #[test]
+    fn batched_columns_follow_batched_bench_s_formulas() {
+        let m = IterationMetrics::from_sample(&batched_sample(false));
+        let b = m.batched.clone().unwrap();
+        assert_eq!((b.pp, b.tg, b.pl, b.n_kv), (4, 2, 2, 12), "N_KV = B·PP + B·TG");
+        let close = |a: f64, e: f64| assert!((a - e).abs() < 1e-9, "{a} vs {e}");
+        close(b.t_pp, 0.04);
+        close(b.speed_pp.unwrap(), 8.0 / 0.04);
+        close(b.t_tg, 0.06);
+        close(b.speed_tg.unwrap(), 4.0 / 0.06);
+        close(b.t, 0.1);
+        close(b.speed.unwrap(), 12.0 / 0.1);
+        // The row's rate is S; TTFT the sequences' mean; the counts those of the timed region.
+        close(m.tokens_per_second.unwrap(), 120.0);
+        assert_eq!(b.ttft_ms, [30.0, 40.0]);
+        close(m.ttft_ms.unwrap(), 35.0);
+        assert_eq!((m.prompt_eval_count, m.eval_count), (8, 4));
+        // Gaps per sequence: 30, 40 and 20, 40 ms.
+        let itl = b.inter_token_latency_ms.unwrap();
+        assert_eq!((itl.max, itl.p50), (40.0, 35.0));
+        // Shared: one prompt of PP tokens, S_PP = PP / T_PP, N_KV = PP + B·TG.
+        let shared = IterationMetrics::from_sample(&batched_sample(true)).batched.unwrap();
+        assert_eq!(shared.n_kv, 8);
+        close(shared.speed_pp.unwrap(), 4.0 / 0.04);
+        close(shared.speed.unwrap(), 80.0);
+        // No generation step: no S_TG rather than a division by zero.
+        let mut prompt_only = batched_sample(false);
+        prompt_only.test_ns = Some(40_000_000);
+        prompt_only.token_times_ns.clear();
+        let b = prompt_only.batched.as_mut().unwrap();
+        b.n_gen = 0;
+        b.sequence_token_times_ns.iter_mut().for_each(|t| t.truncate(1));
+        let m = IterationMetrics::from_sample(&prompt_only).batched.unwrap();
+        assert_eq!((m.speed_tg, m.n_kv), (None, 8));
+        assert!(m.inter_token_latency_ms.is_none());
     }
 }

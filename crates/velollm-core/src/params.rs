@@ -401,6 +401,18 @@ pub struct ContextParams {
     pub flash_attn: FlashAttention,
     pub type_k: KvCacheType,
     pub type_v: KvCacheType,
+    /// Sequences the context holds at once (llama.cpp's `n_seq_max`): 1, or B for a batched test, whose
+    /// context the plan creates with it. Rows of single-sequence tests do not write it.
+    #[serde(default = "one_sequence", skip_serializing_if = "is_one_sequence")]
+    pub n_seq_max: u32,
+}
+
+fn one_sequence() -> u32 {
+    1
+}
+
+fn is_one_sequence(n: &u32) -> bool {
+    *n == 1
 }
 
 impl ContextParams {
@@ -415,6 +427,7 @@ impl ContextParams {
             flash_attn: FlashAttention::Auto,
             type_k: KvCacheType::F16,
             type_v: KvCacheType::F16,
+            n_seq_max: 1,
         }
     }
 }
@@ -495,6 +508,14 @@ pub struct EffectiveContext {
     /// The context's KV cache and compute buffers, as the engine reported them.
     #[serde(default)]
     pub context_buffers: Vec<EngineBuffer>,
+    /// Batched tests: the sequences the context holds, whether their KV cache is one pool (llama.cpp's
+    /// `kv_unified`) or one stream of `n_ctx / n_seq_max` cells per sequence, and that per-sequence size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_seq_max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_unified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_ctx_seq: Option<u32>,
 }
 
 /// Every parameter as the engine applied it.

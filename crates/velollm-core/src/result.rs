@@ -172,6 +172,106 @@ pub struct HttpOverhead {
     pub client_tokens_per_second: Option<f64>,
 }
 
+/// A batched test's row: llama-batched-bench's columns (its JSONL names; times in seconds) as the mean over
+/// the repetitions, each sequence's latencies, and velollm's clock against llama.cpp's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchedFigures {
+    pub pp: u32,
+    pub tg: u32,
+    /// `B`: sequences decoded together.
+    pub pl: u32,
+    pub is_pp_shared: bool,
+    pub n_kv: u64,
+    pub t_pp: Option<f64>,
+    pub speed_pp: Option<f64>,
+    pub t_tg: Option<f64>,
+    pub speed_tg: Option<f64>,
+    pub t: Option<f64>,
+    pub speed: Option<f64>,
+    /// Sequence i's time to first token, ms, averaged over the repetitions (index = sequence id).
+    pub ttft_ms_per_sequence: Vec<f64>,
+    /// Every sequence's TTFT in every repetition, pooled: mean and percentiles, ms.
+    pub ttft_mean_ms: Option<f64>,
+    pub ttft_ms: Option<LatencyPercentiles>,
+    /// Every sequence's inter-token gaps in every repetition, pooled: mean and percentiles, ms.
+    pub inter_token_latency_mean_ms: Option<f64>,
+    pub inter_token_latency_ms: Option<LatencyPercentiles>,
+    /// The timed regions against llama.cpp's own counters, when every repetition has them.
+    pub engine_check: Option<EngineCheck>,
+}
+
+/// velollm's timed regions against the engine's counters over every repetition of a batched test. llama.cpp
+/// counts a decode call of one token as "eval" and of more as "prompt eval", so with B > 1 every generation
+/// step is "prompt eval" to it: the check is on the totals. `ratio = velollm_ms / engine_ms`; the tokens
+/// must match exactly (`N_KV` per repetition).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EngineCheck {
+    /// Σ T over the repetitions, ms.
+    pub velollm_ms: f64,
+    /// Σ (t_p_eval + t_eval) over the repetitions, ms.
+    pub engine_ms: f64,
+    pub ratio: Option<f64>,
+    /// Σ N_KV over the repetitions.
+    pub tokens_velollm: u64,
+    /// Σ (n_p_eval + n_eval) over the repetitions.
+    pub tokens_engine: u64,
+}
+
+impl BatchedFigures {
+    /// The row's figures from its repetitions' metrics; `None` when none is a batched test.
+    fn of(records: &[IterationRecord]) -> Option<BatchedFigures> {
+        let metrics: Vec<&crate::BatchedMetrics> = records.iter().filter_map(|r| r.metrics.batched.as_ref()).collect();
+        let first = metrics.first()?;
+        let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+        let mean_of =
+            |f: fn(&crate::BatchedMetrics) -> Option<f64>| mean(metrics.iter().filter_map(|m| f(m)).collect());
+        let ttft_ms_per_sequence = (0..first.pl as usize)
+            .filter_map(|i| mean(metrics.iter().filter_map(|m| m.ttft_ms.get(i).copied()).collect()))
+            .collect();
+        let all_ttft: Vec<f64> = metrics.iter().flat_map(|m| m.ttft_ms.iter().copied()).collect();
+        let all_gaps: Vec<f64> = records
+            .iter()
+            .filter_map(|r| r.raw.batched.as_ref())
+            .flat_map(|b| b.sequence_token_times_ns.iter().flat_map(|times| inter_token_gaps_ms(times)))
+            .collect();
+        let engine_check = (records.iter().all(|r| r.raw.engine_counters.is_some())).then(|| {
+            let velollm_ms = records.iter().filter_map(|r| r.raw.test_ns).map(|ns| ns as f64 / 1e6).sum::<f64>();
+            let engine_ms =
+                records.iter().filter_map(|r| r.raw.engine_counters).map(|c| c.prompt_eval_ms + c.eval_ms).sum::<f64>();
+            EngineCheck {
+                velollm_ms,
+                engine_ms,
+                ratio: (engine_ms > 0.0).then(|| velollm_ms / engine_ms),
+                tokens_velollm: metrics.iter().map(|m| m.n_kv).sum(),
+                tokens_engine: records
+                    .iter()
+                    .filter_map(|r| r.raw.engine_counters)
+                    .map(|c| c.prompt_eval_count + c.eval_count)
+                    .sum(),
+            }
+        });
+        Some(BatchedFigures {
+            pp: first.pp,
+            tg: first.tg,
+            pl: first.pl,
+            is_pp_shared: first.is_pp_shared,
+            n_kv: first.n_kv,
+            t_pp: mean_of(|m| Some(m.t_pp)),
+            speed_pp: mean_of(|m| m.speed_pp),
+            t_tg: mean_of(|m| Some(m.t_tg)),
+            speed_tg: mean_of(|m| m.speed_tg),
+            t: mean_of(|m| Some(m.t)),
+            speed: mean_of(|m| m.speed),
+            ttft_ms_per_sequence,
+            ttft_mean_ms: mean(all_ttft.clone()),
+            ttft_ms: LatencyPercentiles::of(&all_ttft),
+            inter_token_latency_mean_ms: mean(all_gaps.clone()),
+            inter_token_latency_ms: LatencyPercentiles::of(&all_gaps),
+            engine_check,
+        })
+    }
+}
+
 /// Spread statistics of a benchmark's timed iterations. A metric that no iteration measured is absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchmarkStatistics {
@@ -332,6 +432,9 @@ pub struct BenchmarkResult {
     /// many requests in flight, and every request's timeline. Absent for one-request-at-a-time rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<crate::LoadRecord>,
+    /// Batched tests (`-npl`): llama-batched-bench's columns, per-sequence latencies, the engine check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batched: Option<BatchedFigures>,
 }
 
 impl BenchmarkResult {
@@ -360,6 +463,7 @@ pub struct Aggregates {
     pub samples_ts: Vec<f64>,
     pub records: Vec<IterationRecord>,
     pub warnings: Vec<String>,
+    pub batched: Option<BatchedFigures>,
 }
 
 /// Spread above which a warning says the numbers are noisy (coefficient of variation).
@@ -384,7 +488,14 @@ impl Aggregates {
         };
         let rates = collect(|m| m.tokens_per_second);
         let totals = collect(|m| m.total_ms);
-        let all_gaps: Vec<f64> = records.iter().flat_map(|r| inter_token_gaps_ms(&r.raw.token_times_ns)).collect();
+        // A batched test's gaps are each sequence's own (its token times differ when a step spans calls).
+        let all_gaps: Vec<f64> = records
+            .iter()
+            .flat_map(|r| match &r.raw.batched {
+                Some(b) => b.sequence_token_times_ns.iter().flat_map(|times| inter_token_gaps_ms(times)).collect(),
+                None => inter_token_gaps_ms(&r.raw.token_times_ns),
+            })
+            .collect();
         let statistics = BenchmarkStatistics {
             tokens_per_second: Summary::of(&rates),
             time_to_first_token_ms: Summary::of(&collect(|m| m.ttft_ms)),
@@ -455,6 +566,7 @@ impl Aggregates {
             statistics,
             harness_overhead: harness_overhead(&records),
             http_overhead: http_overhead(&records),
+            batched: BatchedFigures::of(&records),
             avg_ns: ns_summary.map(|s| s.mean),
             stddev_ns: ns_summary.and_then(|s| s.stddev),
             samples_ns,
@@ -487,6 +599,11 @@ fn http_overhead(records: &[IterationRecord]) -> Option<HttpOverhead> {
 
 fn harness_overhead(records: &[IterationRecord]) -> Option<HarnessOverhead> {
     if records.is_empty() || records.iter().any(|r| r.raw.engine_counters.is_none()) {
+        return None;
+    }
+    // llama.cpp files a multi-token generation step under prompt eval: a batched test's check is on the
+    // totals ([`EngineCheck`]), not this split.
+    if records.iter().any(|r| r.raw.batched.is_some()) {
         return None;
     }
     let sum = |f: &dyn Fn(&IterationRecord) -> f64| records.iter().map(f).sum::<f64>();
@@ -539,6 +656,7 @@ mod tests {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         }
     }
 
@@ -595,6 +713,7 @@ mod tests {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         }
     }
 
@@ -684,5 +803,37 @@ mod tests {
         assert_eq!(agg.time_to_first_token_ms, None);
         assert!(agg.harness_overhead.is_none());
         assert!(agg.statistics.tokens_per_second.is_none());
+    }
+
+    #[test]
+    fn batched_rows_average_the_columns_and_check_the_engine_on_totals() {
+        let with_counters = |counters: EngineCounters| {
+            let mut s = crate::metrics::tests::batched_sample(false);
+            s.engine_counters = Some(counters);
+            s
+        };
+        // llama.cpp filed the two-token steps as prompt eval: 12 tokens in 99 ms, then 12 in 98 ms.
+        let first =
+            with_counters(EngineCounters { prompt_eval_count: 12, prompt_eval_ms: 99.0, eval_count: 0, eval_ms: 0.0 });
+        let mut second =
+            with_counters(EngineCounters { prompt_eval_count: 12, prompt_eval_ms: 98.0, eval_count: 0, eval_ms: 0.0 });
+        second.test_ns = Some(200_000_000);
+        let agg = Aggregates::from_samples(vec![first, second], 2);
+        let b = agg.batched.unwrap();
+        assert!((b.t.unwrap() - 0.15).abs() < 1e-12, "mean of 0.1 and 0.2 s");
+        assert!((b.speed.unwrap() - (120.0 + 60.0) / 2.0).abs() < 1e-9);
+        assert_eq!(b.ttft_ms_per_sequence, [30.0, 40.0]);
+        assert_eq!(b.ttft_mean_ms, Some(35.0));
+        let check = b.engine_check.unwrap();
+        assert_eq!((check.tokens_velollm, check.tokens_engine), (24, 24));
+        assert!((check.ratio.unwrap() - 300.0 / 197.0).abs() < 1e-12);
+        assert!(agg.harness_overhead.is_none(), "llama.cpp's eval/prompt split does not fit batched steps");
+        assert_eq!(agg.tokens_per_second, b.speed);
+        // Pooled ITL from every sequence's own gaps.
+        assert_eq!(agg.statistics.inter_token_latency_ms.unwrap().max, 40.0);
+        // A row without counters has no check, and a text row no batched figures.
+        let agg = Aggregates::from_samples(vec![crate::metrics::tests::batched_sample(false)], 2);
+        assert!(agg.batched.unwrap().engine_check.is_none());
+        assert!(Aggregates::from_samples(vec![sample(20, 10, 5, 39.0)], 5).batched.is_none());
     }
 }

@@ -106,6 +106,10 @@ impl RowBuilder {
         let counted_tokens: Vec<u64> = samples
             .iter()
             .map(|s| match test {
+                // A batched test's timed tokens: N_KV (its steps decode B tokens each).
+                TestCase::Tokens { test, .. } if s.batched.is_some() => {
+                    s.prompt_tokens + u64::from(test.sequences()) * s.token_times_ns.len() as u64
+                }
                 TestCase::Tokens { test, .. } if test.n_prompt > 0 => s.prompt_tokens + s.token_times_ns.len() as u64,
                 _ => s.token_times_ns.len() as u64 + s.server.as_ref().and_then(|v| v.eval_count).unwrap_or(0),
             })
@@ -118,6 +122,7 @@ impl RowBuilder {
                 n_prompt: agg.prompt_eval_count,
                 n_gen: config.max_tokens,
                 n_depth: 0,
+                parallel: None,
             },
             TestCase::Tokens { test, .. } => TestShape::of_tokens(test),
         };
@@ -174,6 +179,7 @@ impl RowBuilder {
             hardware: self.hardware.clone(),
             telemetry,
             load: None,
+            batched: agg.batched,
         }
     }
 

@@ -130,6 +130,28 @@ pub struct RawSample {
     /// part of any timed figure; recorded so a reader can see it happened.
     #[serde(default)]
     pub depth_prepare_ns: Option<u64>,
+    /// Batched tests (llama-batched-bench's): when each sequence's tokens became available. Its
+    /// `token_times_ns` are then the ends of the generation steps (every sequence's token of the step
+    /// decoded), `prompt_tokens` the tokens the prompt phase evaluated and `test_ns` the prompt and
+    /// generation phases together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batched: Option<BatchedSample>,
+}
+
+/// The per-sequence timeline of one repetition of a batched test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedSample {
+    pub n_sequences: u32,
+    pub shared_prompt: bool,
+    /// Tokens of each sequence's prompt (batched-bench's `PP`).
+    pub n_prompt: u32,
+    /// Generation steps (batched-bench's `TG`): each decodes one token of every sequence.
+    pub n_gen: u32,
+    /// For every sequence, nanoseconds since the timed region began until each of its next-token logits
+    /// were available (device synchronized after the decode call that computed them): the first at the end
+    /// of the prompt phase's call holding the sequence's last prompt token (its time to first token), then
+    /// one per generation step. `n_gen + 1` entries per sequence.
+    pub sequence_token_times_ns: Vec<Vec<u64>>,
 }
 
 impl RawSample {
@@ -154,6 +176,7 @@ impl RawSample {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         }
     }
 }

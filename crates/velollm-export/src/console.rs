@@ -201,7 +201,122 @@ fn mean_of(values: &[f64], unit: &str) -> String {
     format!("{:.1}{unit}", values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// llama-batched-bench's table of the batched rows (`-npl`), one line per row with its columns as means over
+/// the repetitions, then each row's time to first token (mean over every sequence and repetition) and
+/// inter-token latency (p50 and p99 of every sequence's gaps); `None` when no row is batched. A column a row
+/// could not measure shows `n/a`.
+pub fn batched_table(rows: &[BenchmarkResult]) -> Option<String> {
+    let batched: Vec<(&BenchmarkResult, &velollm_core::BatchedFigures)> =
+        rows.iter().filter_map(|r| r.batched.as_ref().map(|b| (r, b))).collect();
+    if batched.is_empty() {
+        return None;
+    }
+    let seconds = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let speed = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    let mut out = format!(
+        "|{:>6} | {:>6} | {:>4} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>17} |\n",
+        "PP",
+        "TG",
+        "B",
+        "N_KV",
+        "T_PP s",
+        "S_PP t/s",
+        "T_TG s",
+        "S_TG t/s",
+        "T s",
+        "S t/s",
+        "TTFT ms",
+        "ITL ms p50 / p99"
+    );
+    out.push_str(&format!(
+        "|{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|-{}-|\n",
+        "-".repeat(6),
+        "-".repeat(6),
+        "-".repeat(4),
+        "-".repeat(6),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(8),
+        "-".repeat(9),
+        "-".repeat(17)
+    ));
+    let mut shared = false;
+    for (row, b) in batched {
+        shared |= b.is_pp_shared;
+        let itl = b.inter_token_latency_ms.map_or("n/a".to_string(), |p| format!("{:.1} / {:.1}", p.p50, p.p99));
+        out.push_str(&format!(
+            "|{:>6} | {:>6} | {:>4} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} | {:>17} |{}\n",
+            b.pp,
+            b.tg,
+            b.pl,
+            b.n_kv,
+            seconds(b.t_pp),
+            speed(b.speed_pp),
+            seconds(b.t_tg),
+            speed(b.speed_tg),
+            seconds(b.t),
+            speed(b.speed),
+            ms(b.ttft_mean_ms),
+            itl,
+            status_note(row),
+        ));
+    }
+    if shared {
+        out.push_str("(shared prompt: N_KV = PP + B·TG, S_PP = PP / T_PP)\n");
+    }
+    Some(out)
+}
+
 /// The llama-bench-style table of `rows` (only the parameters that vary), as the markdown exporter writes it.
 pub fn sweep_table(rows: &[BenchmarkResult]) -> String {
     crate::markdown::table(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use velollm_core::{Aggregates, BatchedSample, RawSample};
+
+    /// A batched repetition of B = 2, PP = 4, TG = 2: prompt phase 40 ms, steps ending at 60 and 100 ms.
+    fn batched_row() -> velollm_core::BenchmarkResult {
+        let ms = |v: u64| v * 1_000_000;
+        let mut sample: RawSample = velollm_fixtures::token_sample(8, 2, 40.0, 30.0);
+        sample.prompt_eval_ns = ms(40);
+        sample.token_times_ns = vec![ms(60), ms(100)];
+        sample.test_ns = Some(ms(100));
+        sample.batched = Some(BatchedSample {
+            n_sequences: 2,
+            shared_prompt: false,
+            n_prompt: 4,
+            n_gen: 2,
+            sequence_token_times_ns: vec![vec![ms(30), ms(60), ms(100)], vec![ms(40), ms(60), ms(100)]],
+        });
+        let mut row = velollm_fixtures::Row::tokens(4, 2, 0, vec![]).build();
+        row.batched = Aggregates::from_samples(vec![sample], 2).batched;
+        row
+    }
+
+    #[test]
+    fn batched_rows_get_batched_bench_s_table_and_flat_columns() {
+        let row = batched_row();
+        let table = super::batched_table(std::slice::from_ref(&row)).unwrap();
+        assert!(table.starts_with("|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |"), "{table}");
+        // N_KV 12, T_PP 0.040 s, S_PP 200, T_TG 0.060 s, S_TG 66.67, T 0.100 s, S 120, TTFT mean 35 ms,
+        // gaps 30, 40 / 20, 40 ms.
+        assert!(
+            table.contains(
+                "|     4 |      2 |    2 |     12 |    0.040 |   200.00 |    0.060 |    66.67 |    0.100 |   120.00 |      35.0 |       35.0 / 40.0 |"
+            ),
+            "{table}"
+        );
+        assert!(super::batched_table(&[velollm_fixtures::Row::tokens(4, 2, 0, vec![]).build()]).is_none());
+        let names: Vec<&str> = crate::flat::COLUMNS.iter().map(|c| c.name).collect();
+        let cells = crate::flat::cells(&row);
+        let cell = |name: &str| format!("{:?}", cells[names.iter().position(|n| *n == name).unwrap()]);
+        assert!(cell("batched_n_kv").contains("12"), "{}", cell("batched_n_kv"));
+        assert!(cell("batched_speed").contains("120"), "{}", cell("batched_speed"));
+    }
 }

@@ -342,6 +342,20 @@ pub const COLUMNS: &[Column] = &[
     col!("load_e2e_p99_ms", Real, |r| load_dist(r, |l| l.e2e_ms.as_ref(), |d| d.p99)),
     col!("load_goodput", Real, |r| load_real(r, |l| l.goodput)),
     col!("load_slo_attainment", Real, |r| load_real(r, |l| l.slo_attainment)),
+    // Batched tests (-npl): llama-batched-bench's columns, means over the repetitions (times in seconds).
+    col!("batched_pl", Integer, |r| opt_int(r.batched.as_ref().map(|b| b.pl))),
+    col!("batched_is_pp_shared", Integer, |r| r.batched.as_ref().map_or(Cell::Null, |b| Cell::Bool(b.is_pp_shared))),
+    col!("batched_n_kv", Integer, |r| opt_int(r.batched.as_ref().map(|b| b.n_kv))),
+    col!("batched_t_pp", Real, |r| real(r.batched.as_ref().and_then(|b| b.t_pp))),
+    col!("batched_speed_pp", Real, |r| real(r.batched.as_ref().and_then(|b| b.speed_pp))),
+    col!("batched_t_tg", Real, |r| real(r.batched.as_ref().and_then(|b| b.t_tg))),
+    col!("batched_speed_tg", Real, |r| real(r.batched.as_ref().and_then(|b| b.speed_tg))),
+    col!("batched_t", Real, |r| real(r.batched.as_ref().and_then(|b| b.t))),
+    col!("batched_speed", Real, |r| real(r.batched.as_ref().and_then(|b| b.speed))),
+    col!("batched_ttft_mean_ms", Real, |r| real(r.batched.as_ref().and_then(|b| b.ttft_mean_ms))),
+    col!("batched_itl_p99_ms", Real, |r| real(
+        r.batched.as_ref().and_then(|b| b.inter_token_latency_ms).map(|p| p.p99)
+    )),
 ];
 
 /// Every cell of `row`, in column order.

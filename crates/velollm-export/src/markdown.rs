@@ -18,7 +18,11 @@ impl Exporter for MarkdownExporter {
     }
 
     fn document(&self, rows: &[BenchmarkResult]) -> String {
-        table(rows)
+        match crate::console::batched_table(rows) {
+            // Batched rows also get llama-batched-bench's own table, after the sweep table.
+            Some(batched) => format!("{}\n{batched}", table(rows)),
+            None => table(rows),
+        }
     }
 }
 

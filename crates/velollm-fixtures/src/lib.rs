@@ -37,6 +37,7 @@ pub fn text_sample(prompt_tokens: u64, prompt_ms: f64, ttft_ms: f64, gaps_ms: &[
         test_ns: None,
         depth_tokens: 0,
         depth_prepare_ns: None,
+        batched: None,
     }
 }
 
@@ -58,6 +59,7 @@ pub fn token_sample(n_prompt: u64, n_gen: u32, prompt_ms: f64, gap_ms: f64) -> R
         server: None,
         depth_tokens: 0,
         depth_prepare_ns: None,
+        batched: None,
     }
 }
 
@@ -156,7 +158,7 @@ impl Row {
 
     /// A llama-bench token test (`pp512`, `tg128`, `pp512+tg128`, with ` @ dN` for a depth).
     pub fn tokens(n_prompt: u64, n_gen: u32, n_depth: u32, samples: Vec<RawSample>) -> Row {
-        let test = velollm_core::TokenTest { n_prompt: n_prompt as u32, n_gen, n_depth };
+        let test = velollm_core::TokenTest::single(n_prompt as u32, n_gen, n_depth);
         Row { n_prompt, n_gen, n_depth, samples, ..Row::base(&test.name(), test.kind()) }
     }
 
@@ -234,7 +236,7 @@ impl Row {
                 iterations: requested,
             }),
             _ => TestCase::Tokens {
-                test: TokenTest { n_prompt: self.n_prompt as u32, n_gen: self.n_gen, n_depth: self.n_depth },
+                test: TokenTest::single(self.n_prompt as u32, self.n_gen, self.n_depth),
                 repetitions: requested,
             },
         };

@@ -244,6 +244,9 @@ impl Session for ScriptedSession {
             type_k: Some(self.context.type_k.to_string()),
             type_v: Some(self.context.type_v.to_string()),
             context_buffers: Vec::new(),
+            n_seq_max: None,
+            kv_unified: None,
+            n_ctx_seq: None,
         }
     }
 

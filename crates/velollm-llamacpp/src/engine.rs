@@ -76,6 +76,9 @@ fn context_params(params: &ContextParams) -> LlamaContextParams {
         .with_no_perf(false)
         // llama-bench's setting; llama-cpp-2 defaults to a full-size sliding-window cache.
         .with_swa_full(false)
+        // Batched tests: room for B sequences. llama-cpp-2 has no setter for `kv_unified`, so llama.cpp's
+        // default (and batched-bench's) applies: one cache stream of n_ctx / n_seq_max cells per sequence.
+        .with_n_seq_max(params.n_seq_max.max(1))
 }
 
 /// What the model load did with the load parameters: where llama.cpp put every layer (its own
@@ -168,9 +171,9 @@ fn last_error_line(log: &str) -> Option<String> {
 }
 
 /// A context and what belongs to it: the batch sized to its logical batch, and the saved cache of a depth.
-struct ContextState<'m> {
-    context: LlamaContext<'m>,
-    batch: LlamaBatch<'static>,
+pub(crate) struct ContextState<'m> {
+    pub context: LlamaContext<'m>,
+    pub batch: LlamaBatch<'static>,
     /// `(n_depth, depth_seed)` → the sequence state after filling the cache with those tokens.
     depth_state: Option<(u32, u64, SeqState)>,
 }
@@ -208,6 +211,16 @@ impl<'m> Engine<'m> {
             type_k: Some(params.type_k.to_string()),
             type_v: Some(params.type_v.to_string()),
             context_buffers: logs::buffers(&log),
+            // Said only for contexts of several sequences, as llama.cpp printed them (absent if it did not).
+            n_seq_max: (params.n_seq_max > 1)
+                .then(|| logs::context_setting(&log, "n_seq_max").and_then(|v| v.parse().ok()))
+                .flatten(),
+            kv_unified: (params.n_seq_max > 1)
+                .then(|| logs::context_setting(&log, "kv_unified").map(|v| v == "true"))
+                .flatten(),
+            n_ctx_seq: (params.n_seq_max > 1)
+                .then(|| logs::context_setting(&log, "n_ctx_seq").and_then(|v| v.parse().ok()))
+                .flatten(),
         };
         let batch = LlamaBatch::new(context.n_batch().max(1) as usize, 1);
         self.context = Some(ContextState { context, batch, depth_state: None });
@@ -241,7 +254,7 @@ fn tokenize(model: &LlamaModel, prompt: &str) -> Vec<LlamaToken> {
     model.vocab().tokenize(prompt.as_bytes(), true, true)
 }
 
-fn generation_error(e: impl std::fmt::Display) -> BackendError {
+pub(crate) fn generation_error(e: impl std::fmt::Display) -> BackendError {
     BackendError::Generation(format!("llama.cpp: {e}"))
 }
 
@@ -274,7 +287,7 @@ fn evaluate(
     Ok(())
 }
 
-fn engine_counters(context: &mut LlamaContext<'_>) -> EngineCounters {
+pub(crate) fn engine_counters(context: &mut LlamaContext<'_>) -> EngineCounters {
     let timings = context.timings();
     // llama.cpp reports each count as at least 1 (`std::max(1, n)`, to keep its printed rates finite); a count
     // whose time is exactly zero is that floor, not a token it evaluated.
@@ -350,7 +363,7 @@ fn generate(
 /// the whole cache (a memset of every K and V buffer before each repetition, which llama-bench does not do) and
 /// exposes no other choice; removing every sequence's tokens (`llama_memory_seq_rm(mem, -1, -1, -1)`) frees the
 /// same cells and resets the search head the same way, without touching the data.
-fn empty_cache(context: &mut LlamaContext<'_>) {
+pub(crate) fn empty_cache(context: &mut LlamaContext<'_>) {
     if !matches!(context.clear_kv_cache_seq(None, None, None), Ok(true)) {
         // A memory that cannot remove a partial range (never the case for a whole one): clear it fully.
         context.clear_kv_cache();
@@ -386,7 +399,7 @@ fn fill_depth(
     Ok(elapsed_ns(start))
 }
 
-fn vocab_size(model: &LlamaModel) -> u32 {
+pub(crate) fn vocab_size(model: &LlamaModel) -> u32 {
     u32::try_from(model.n_vocab()).unwrap_or(1).max(1)
 }
 
@@ -403,6 +416,9 @@ fn run_tokens(
     let ctx_size = state.context.n_ctx();
     if test.context_needed() > u64::from(ctx_size) {
         return Err(BackendError::TestTooLarge { test: test.name(), needed: test.context_needed(), ctx_size });
+    }
+    if let Some(parallel) = test.parallel {
+        return crate::batched::run(model, state, request, parallel, cancel);
     }
     empty_cache(&mut state.context);
     let depth_prepare_ns =

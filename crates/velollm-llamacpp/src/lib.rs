@@ -9,6 +9,7 @@
 //! device has finished (GPU backends). llama.cpp's own perf counters are enabled and read per request, so
 //! each sample carries the engine's account of the same work beside velollm's.
 
+mod batched;
 pub mod devices;
 mod engine;
 mod load;

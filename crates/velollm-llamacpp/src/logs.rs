@@ -116,6 +116,16 @@ pub(crate) fn flash_attention_resolved(log: &str) -> Option<FlashAttention> {
     })
 }
 
+/// A setting llama.cpp printed while creating a context, `llama_context: NAME = VALUE` (`n_seq_max`,
+/// `n_ctx_seq`, `kv_unified`, …): what it decided, not what was asked. The last such line wins.
+pub(crate) fn context_setting(log: &str, name: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let (function, rest) = line.split_once(':')?;
+        let (key, value) = rest.split_once('=')?;
+        (function.trim() == "llama_context" && key.trim() == name).then(|| value.trim().to_string())
+    })
+}
+
 /// The buffers llama.cpp reported: `<device> model buffer size = X MiB`, `<device> KV buffer size = X MiB`,
 /// `<device> compute buffer size = X MiB`.
 pub(crate) fn buffers(log: &str) -> Vec<EngineBuffer> {
@@ -188,5 +198,22 @@ load_tensors: RPC0[127.0.0.1:50052] model buffer size =    38.42 MiB
         assert_eq!(flash_attention_resolved("llama_context: flash_attn = auto\n"), None);
         let kinds: Vec<String> = buffers(ctx_log).into_iter().map(|b| b.kind).collect();
         assert_eq!(kinds, ["kv_cache", "compute"]);
+    }
+
+    #[test]
+    fn reads_the_sequences_a_context_holds() {
+        let ctx_log = "\
+llama_context: constructing llama_context
+llama_context: n_seq_max             = 4
+llama_context: n_ctx                 = 1024
+llama_context: n_ctx_seq             = 256
+llama_context: kv_unified            = false
+llama_kv_cache: size =    6.00 MiB (   256 cells,  30 layers,  4/4 seqs), K (f16):    3.00 MiB
+";
+        assert_eq!(context_setting(ctx_log, "n_seq_max").as_deref(), Some("4"));
+        assert_eq!(context_setting(ctx_log, "n_ctx_seq").as_deref(), Some("256"));
+        assert_eq!(context_setting(ctx_log, "kv_unified").as_deref(), Some("false"));
+        assert_eq!(context_setting(ctx_log, "n_ctx_train"), None);
+        assert_eq!(context_setting("llama_kv_cache: n_seq_max = 9\n", "n_seq_max"), None, "another function's line");
     }
 }

@@ -211,6 +211,9 @@ impl LoadedModel for OllamaModel {
             type_k: None,
             type_v: None,
             context_buffers: Vec::new(),
+            n_seq_max: None,
+            kv_unified: None,
+            n_ctx_seq: None,
         };
         Ok(Box::new(OllamaSession {
             client: self.client.clone(),
@@ -467,6 +470,7 @@ impl Session for OllamaSession {
             test_ns: None,
             depth_tokens: 0,
             depth_prepare_ns: None,
+            batched: None,
         })
     }
 

@@ -191,6 +191,9 @@ impl LoadedModel for OpenAiModel {
                 type_k: None,
                 type_v: None,
                 context_buffers: Vec::new(),
+                n_seq_max: None,
+                kv_unified: None,
+                n_ctx_seq: None,
             },
         }))
     }
@@ -366,6 +369,7 @@ pub fn raw_sample(prompt: String, streamed: &Streamed, max_tokens: u32) -> RawSa
         eog_tokens: 0,
         token_ids: Vec::new(),
         engine_counters: None,
+        batched: None,
         server: Some(ServerSample {
             prompt,
             prompt_eval_count,

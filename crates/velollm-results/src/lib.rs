@@ -40,6 +40,10 @@ pub struct TestId {
     /// Text tests: the prompt (two text tests are the same test when prompt and length are).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// Load rows (`--concurrency`, `--request-rate`): the profile's label (`c4`, `rate2`, `rate-inf`), also at the
+    /// end of the name (`tg16 @ c4`). Rows of different profiles are different tests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_profile: Option<String>,
 }
 
 impl TestId {
@@ -55,13 +59,17 @@ impl TestId {
             _ => format!("pp{n_prompt}+tg{n_gen}"),
         };
         let name = if n_depth > 0 { format!("{base} @ d{n_depth}") } else { base };
-        TestId { kind: kind.into(), name, n_prompt, n_gen, n_depth, prompt: None }
+        TestId { kind: kind.into(), name, n_prompt, n_gen, n_depth, prompt: None, load_profile: None }
     }
 
     /// Whether two rows ran the same test.
     pub fn same_test(&self, other: &TestId) -> bool {
-        if self.kind != other.kind {
+        if self.kind != other.kind || self.load_profile != other.load_profile {
             return false;
+        }
+        if self.kind == BATCHED_KIND {
+            // The name holds B and whether the prompt was shared (`pp32+tg8 x4 shared`).
+            return self.name == other.name;
         }
         if self.kind == "text" {
             self.prompt == other.prompt && self.n_gen == other.n_gen
@@ -502,6 +510,10 @@ fn velollm_status(value: &Value, schema_version: u32) -> Result<Status, String> 
     }
 }
 
+/// The kind of a batched test's row (llama-batched-bench's, `-npl`): only rows of the same B and prompt
+/// sharing pair.
+pub const BATCHED_KIND: &str = "batched";
+
 fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
     let schema_version = u32::try_from(required_u64(value, "/schema_version")?).unwrap_or(u32::MAX);
     let newest = velollm_core::SCHEMA_VERSION;
@@ -527,7 +539,18 @@ fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
     } else {
         ("text", optional_u64(value, "/prompt_eval_count")?.unwrap_or(0), max_tokens, 0)
     };
-    let test = match kind {
+    let batched = value.pointer("/test/parallel").is_some_and(Value::is_object);
+    let mut test = match kind {
+        // llama-batched-bench's test (`-npl`): its name holds B and whether the prompt was shared.
+        "pp" | "tg" | "pg" if batched => TestId {
+            kind: BATCHED_KIND.into(),
+            name: name.to_string(),
+            n_prompt,
+            n_gen,
+            n_depth,
+            prompt: None,
+            load_profile: None,
+        },
         "text" => TestId {
             kind: "text".into(),
             name: name.to_string(),
@@ -535,10 +558,25 @@ fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
             n_gen: max_tokens,
             n_depth,
             prompt: Some(prompt.to_string()),
+            load_profile: None,
         },
         "pp" | "tg" | "pg" => TestId::of_tokens(n_prompt, n_gen, n_depth),
         other => return Err(format!("`test.kind` is \"{other}\", not text, pp, tg or pg")),
     };
+    // A load row's name ends with its profile (`tg16 @ c4`, `short_completion @ rate2`): the profile read back.
+    if let Some(load) = value.pointer("/load").filter(|l| l.is_object()) {
+        let profile: velollm_core::LoadProfile = serde_json::from_value(
+            load.get("profile").cloned().ok_or_else(|| "a `load` object with no `profile`".to_string())?,
+        )
+        .map_err(|e| format!("`load.profile`: {e}"))?;
+        let label = profile.label();
+        let suffix = format!(" @ {label}");
+        if !test.name.ends_with(&suffix) {
+            // Token tests' names are rebuilt from their shape above; text tests keep the row's own name.
+            test.name.push_str(&suffix);
+        }
+        test.load_profile = Some(label);
+    }
     let path = required_str(value, "/model/path")?;
     let file_name = file_name(if path.is_empty() { reference } else { path });
     let model = ModelId {
@@ -778,5 +816,55 @@ mod tests {
         assert_eq!(TestId::of_tokens(512, 0, 0).name, "pp512");
         assert_eq!(TestId::of_tokens(0, 128, 4096).name, "tg128 @ d4096");
         assert_eq!(TestId::of_tokens(512, 128, 0).kind, "pg");
+    }
+
+    #[test]
+    fn batched_rows_pair_only_with_the_same_sequences_and_prompt_sharing() {
+        // A real schema-2 token row, made a batched one.
+        let rows: Vec<Value> = serde_json::from_str(include_str!("../tests/data/schema-2.json")).unwrap();
+        let row = |name: &str, n: u32| {
+            let mut value = rows[1].clone();
+            value["config"]["name"] = name.into();
+            value["test"] = serde_json::json!({"kind": "pg", "n_prompt": 32, "n_gen": 8, "n_depth": 0,
+                "parallel": {"n_sequences": n, "shared_prompt": name.ends_with("shared")}});
+            velollm_entry(&value, 0).unwrap().test
+        };
+        let (x2, x4, x4_shared) = (row("pp32+tg8 x2", 2), row("pp32+tg8 x4", 4), row("pp32+tg8 x4 shared", 4));
+        assert_eq!(x2.kind, BATCHED_KIND);
+        assert!(x4.same_test(&row("pp32+tg8 x4", 4)));
+        assert!(!x2.same_test(&x4) && !x4.same_test(&x4_shared));
+        // Nor with llama-bench's single-sequence pp32+tg8.
+        assert!(!x4.same_test(&TestId::of_tokens(32, 8, 0)));
+    }
+
+    #[test]
+    fn load_rows_are_named_by_their_profile_and_pair_only_with_the_same_profile() {
+        let rows: Vec<Value> = serde_json::from_str(include_str!("../tests/data/schema-2.json")).unwrap();
+        let profile = |concurrency: u32| {
+            serde_json::json!({"shape": {"mode": "closed", "concurrency": concurrency}, "stop": {"requests": 8},
+                "warmup_requests": 1, "max_concurrency": 64, "seed": 1})
+        };
+        let token = |concurrency: u32| {
+            let mut value = rows[1].clone();
+            value["config"]["name"] = format!("whatever @ c{concurrency}").into();
+            value["load"] = serde_json::json!({"profile": profile(concurrency)});
+            velollm_entry(&value, 0).unwrap().test
+        };
+        let (c1, c4) = (token(1), token(4));
+        assert_eq!(c4.name, format!("{} @ c4", TestId::of_tokens(c4.n_prompt, c4.n_gen, c4.n_depth).name));
+        assert_eq!(c4.load_profile.as_deref(), Some("c4"));
+        assert!(c4.same_test(&token(4)));
+        assert!(!c1.same_test(&c4), "two profiles are two tests");
+        let plain = TestId::of_tokens(c4.n_prompt, c4.n_gen, c4.n_depth);
+        assert!(!c4.same_test(&plain) && !plain.same_test(&c4), "nor one request at a time");
+        // A text test keeps its row's name, which already ends with the profile.
+        let mut text = rows[0].clone();
+        text["config"]["name"] = "short_completion @ c4".into();
+        text["load"] = serde_json::json!({"profile": profile(4)});
+        assert_eq!(velollm_entry(&text, 0).unwrap().test.name, "short_completion @ c4");
+        // A load object without its profile is an error that says so.
+        let mut broken = rows[1].clone();
+        broken["load"] = serde_json::json!({});
+        assert!(velollm_entry(&broken, 0).unwrap_err().contains("profile"));
     }
 }

@@ -163,7 +163,7 @@ mod tests {
         assert!(validate_tests(&text(config(0, 5))).unwrap_err().to_string().contains("iterations must be at least 1"));
         assert!(validate_tests(&text(config(1, 0))).unwrap_err().to_string().contains("max_tokens must be at least 1"));
         assert!(validate_tests(&text(config(1, 1))).is_ok());
-        let none = vec![TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 0, n_depth: 0 }, repetitions: 1 }];
+        let none = vec![TestCase::Tokens { test: TokenTest::single(0, 0, 0), repetitions: 1 }];
         assert!(validate_tests(&none).unwrap_err().to_string().contains("at least one token"));
     }
 

@@ -363,7 +363,7 @@ mod tests {
     use super::*;
 
     fn plan(threads: Vec<u32>) -> Plan {
-        let test = TestCase::Tokens { test: TokenTest { n_prompt: 0, n_gen: 8, n_depth: 0 }, repetitions: 2 };
+        let test = TestCase::Tokens { test: TokenTest::single(0, 8, 0), repetitions: 2 };
         Plan::new(crate::plan::SweepSpec {
             n_threads: threads,
             ..crate::plan::SweepSpec::single("m", "ollama", 1, vec![test])

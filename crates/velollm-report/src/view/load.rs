@@ -46,12 +46,15 @@ const THROUGHPUTS: [(&str, &str); 3] = [
     ("goodput (requests/s within the SLO)", "/goodput"),
 ];
 
-/// The load section, or none when no row is a load row (a row with a `load` object, named `TEST @ PROFILE`).
+/// The load section, or none when no row is a load row (a row with a `load` object, named `TEST @ PROFILE`:
+/// the reader's [`velollm_results::TestId::load_profile`]).
 pub fn load(items: &[Item], runs: &[Run]) -> Option<LoadView> {
     let mut rows: Vec<(String, Vec<(String, &Value)>)> = Vec::new();
     for item in items {
+        let Some(profile) = &item.entry.test.load_profile else { continue };
         let Some(record) = item.entry.source.get("load").filter(|l| l.is_object()) else { continue };
-        let (test, profile) = item.entry.test.name.split_once(" @ ").unwrap_or((item.entry.test.name.as_str(), "?"));
+        let name = &item.entry.test.name;
+        let test = name.strip_suffix(&format!(" @ {profile}")).unwrap_or(name);
         let mut key = format!("{test} · {} · {}", item.model, item.entry.backend);
         if runs.len() > 1 {
             key.push_str(" · ");
@@ -97,13 +100,17 @@ mod tests {
     use super::*;
     use crate::view::items;
     use serde_json::json;
+    use velollm_core::{LoadProfile, LoadShape, LoadStop};
     use velollm_fixtures::{token_samples_at, Row};
     use velollm_results::read_str;
 
-    /// A tg16 row turned into the load row of one profile (the reader takes the `load` object as it is).
-    fn load_row(profile: &str, record: Value) -> Value {
+    /// A tg16 row turned into the load row of one profile, as the runner names it (`tg16 @ c4`).
+    fn load_row(shape: LoadShape, mut record: Value) -> Value {
+        let profile =
+            LoadProfile { shape, stop: LoadStop::Requests(8), warmup_requests: 1, max_concurrency: 64, seed: 1 };
         let mut row = Row::tokens(0, 16, 0, token_samples_at(0, 16, &[90.0])).backend("openai").to_json();
-        row["test"]["name"] = json!(format!("tg16 @ {profile}"));
+        row["config"]["name"] = json!(format!("tg16 @ {}", profile.label()));
+        record["profile"] = serde_json::to_value(profile).unwrap();
         row["load"] = record;
         row
     }
@@ -112,14 +119,14 @@ mod tests {
     fn a_latency_and_a_throughput_chart_per_test_with_a_point_per_profile_that_measured_it() {
         let rows = [
             load_row(
-                "c1",
+                LoadShape::Closed { concurrency: 1 },
                 json!({"ttft_ms": {"p50": 20.0, "p99": 30.0}, "e2e_ms": {"p50": 200.0},
                        "output_tokens_per_second": 80.0, "request_throughput": 5.0}),
             ),
             // Every request failed at c4: no latencies, a throughput of zero requests.
-            load_row("c4", json!({"request_throughput": 0.0})),
+            load_row(LoadShape::Closed { concurrency: 4 }, json!({"request_throughput": 0.0})),
             load_row(
-                "rate2",
+                LoadShape::Open { rate: Some(2.0), burstiness: 1.0 },
                 json!({"ttft_ms": {"p50": 25.0, "p99": 60.0}, "e2e_ms": {"p50": 250.0},
                        "output_tokens_per_second": 70.0, "request_throughput": 2.0, "goodput": 1.5}),
             ),
