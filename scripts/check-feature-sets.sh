@@ -13,6 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The runs below go to a history of their own, not to the user's ~/.local/share/velollm/history.db.
+export VELOLLM_HISTORY="$work/history.db"
 model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 build() { # NAME FEATURES...

@@ -22,7 +22,15 @@ pub const QWEN25: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub fn velollm() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_velollm"));
     cmd.current_dir(repo_root());
+    // Every benchmark adds its run to a history; the tests' runs go to one of their own, never to the
+    // user's ~/.local/share (a test that checks the history passes --history or sets this itself).
+    cmd.env("VELOLLM_HISTORY", test_history());
     cmd
+}
+
+/// The history the end-to-end tests' benchmarks are kept in: one file per test binary, in the temp dir.
+pub fn test_history() -> PathBuf {
+    std::env::temp_dir().join(format!("velollm-e2e-history-{}.db", std::process::id()))
 }
 
 pub fn run(args: &[&str]) -> Output {

@@ -25,6 +25,7 @@
 
 mod build_info;
 mod hardware;
+mod hash_cache;
 pub mod plan;
 mod row;
 mod runner;
@@ -32,6 +33,7 @@ mod suite;
 
 pub use build_info::{build_info, BuildInfo};
 pub use hardware::{engine_devices, hardware_info};
+pub use hash_cache::HashCache;
 pub use plan::{sized_for_test, AutoRepetitions, Instance, Plan, Repetitions, SweepSpec, TestCase, CTX_PER_TEST};
 pub use row::RowInProgress;
 pub use runner::{
@@ -55,6 +57,14 @@ pub use velollm_llamacpp::rpc as llamacpp_rpc;
 /// The load generator's profiles and checks (`--concurrency`, `--request-rate`, `--slo`, …).
 pub use velollm_load::spec as load;
 pub use velollm_load::LoadOptions;
+
+/// llama.cpp's version and build line, when this build has llama.cpp (for the history's software identity).
+pub fn llamacpp_engine_info() -> Option<EngineInfo> {
+    #[cfg(feature = "llamacpp")]
+    return Some(velollm_llamacpp::engine_info());
+    #[cfg(not(feature = "llamacpp"))]
+    None
+}
 
 /// Why a benchmark run could not proceed. One line each, saying what to do next.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,7 @@ use velollm_core::{
     TokenRequest, TokenTest,
 };
 use velollm_hw::telemetry::Telemetry;
-use velollm_models::{identify_model, resolve_model_source};
+use velollm_models::{identify_model_with, resolve_model_source};
 
 use crate::plan::{Instance, Plan, Repetitions, TestCase};
 use crate::row::RowInProgress;
@@ -110,7 +110,10 @@ pub fn prepare(
                 continue;
             }
             let resolved = resolve_model_source(reference, options.download_progress, &options.cancel)?;
-            let mut model = identify_model(reference, &resolved.path, &options.cancel)?;
+            let cache = options.hash_cache.as_deref();
+            let mut model = identify_model_with(reference, &resolved.path, |path| {
+                crate::hash_cache::sha256_through(cache, path, &options.cancel)
+            })?;
             model.digest = resolved.digest;
             if let Some(observer) = observer.as_deref_mut() {
                 observer.model_identified(&model);

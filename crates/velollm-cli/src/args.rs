@@ -230,6 +230,8 @@ pub struct BenchmarkArgs {
     /// snapshot in the rows.
     #[arg(long)]
     pub no_telemetry: bool,
+    #[command(flatten)]
+    pub history: crate::history::HistoryOptions,
 }
 
 fn usage(message: impl Into<String>) -> anyhow::Error {

@@ -21,6 +21,7 @@ use crate::args::BenchmarkArgs;
 use crate::collect::{lock, Both, Collected, Collector, FailedLoad, Shared};
 use crate::progress::{final_report, Progress, Style};
 use crate::{show, UsageError};
+use velollm_history::RunStatus;
 
 /// Exit status of a run stopped by Ctrl-C (128 + SIGINT), after saving what was measured.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -46,6 +47,10 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     let plan = Plan::new(spec).map_err(|e| UsageError(e.to_string()))?;
     // Remote devices are contacted and every named device checked before anything slow.
     offload_devices(&args, &plan, verbose > 0)?;
+    // The history is opened (a corrupt or foreign file is refused here, untouched) and the run recorded as
+    // started; it also remembers model files' hashes, so a file already seen is not read again.
+    let recorder = crate::history::Recorder::start(&args.history)?;
+    let hash_cache = recorder.as_ref().map(crate::history::Recorder::hash_cache);
 
     let cancel = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
@@ -72,6 +77,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
             completions: args.endpoint == "completions",
         },
         load,
+        hash_cache,
     };
     let is_sweep = plan.instances.len() > plan.spec.tests.len() || plan.spec.tests.iter().any(is_token_test);
     let style = Style::choose(args.quiet, plan.spec.varying().iter().any(|v| !matches!(*v, "test")));
@@ -90,6 +96,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     }
 
     let shared: Shared = Arc::new(Mutex::new(Collected::new(outputs)));
+    lock(&shared).history = recorder;
     lock(&shared).phase = "reading and hashing the model file".into();
     on_engine_abort(&shared);
     watch_ctrl_c(Arc::clone(&cancel), Arc::clone(&shared));
@@ -111,13 +118,18 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(BenchError::Interrupted) => {
+            end_history(&mut collected, RunStatus::Interrupted);
             eprintln!("interrupted before any benchmark ran: nothing to save");
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
         // Failed before any row: bad input, said in one line (no results file is written).
-        Err(e) => return Err(anyhow::Error::new(e)),
+        Err(e) => {
+            end_history(&mut collected, RunStatus::Failed);
+            return Err(anyhow::Error::new(e));
+        }
     };
     let rows = outcome.rows;
+    let history = collected.history.take();
     let saved = if collected.outputs.is_empty() { Vec::new() } else { collected.outputs.finish(&rows) };
     let failed_loads = collected.failed_loads.clone();
     drop(collected);
@@ -135,6 +147,15 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
         eprintln!("error: {error}");
     }
 
+    let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
+    let failure = run_failure(&rows, &failed, &failed_loads, &saved_to, plan.spec.backends.len() > 1);
+    if let Some(history) = &history {
+        history.end(match () {
+            _ if outcome.interrupted => RunStatus::Interrupted,
+            _ if !save_errors.is_empty() || failure.is_some() => RunStatus::Failed,
+            _ => RunStatus::Completed,
+        });
+    }
     if outcome.interrupted {
         let kept: u32 = rows.iter().map(|r| r.iterations_completed).sum();
         eprintln!(
@@ -149,8 +170,7 @@ pub async fn run(args: BenchmarkArgs, verbose: u8, process_start: Instant) -> an
     if !save_errors.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
-    let failed: Vec<&BenchmarkResult> = rows.iter().filter(|r| r.status != RowStatus::Ok).collect();
-    match run_failure(&rows, &failed, &failed_loads, &saved_to, plan.spec.backends.len() > 1) {
+    match failure {
         None => Ok(ExitCode::SUCCESS),
         Some(message) => Err(anyhow::anyhow!("{message}")),
     }
@@ -446,6 +466,13 @@ fn engine_stopped(message: &str) {
     save_rows_and_exit(collected, rows, &format!("{why}; while {phase}"), EXIT_ENGINE_STOPPED)
 }
 
+/// Marks the run's end in the history, if it is kept in one.
+fn end_history(collected: &mut Collected, status: RunStatus) {
+    if let Some(history) = collected.history.take() {
+        history.end(status);
+    }
+}
+
 /// Writes `rows` (every finished row, those in progress last) to the outputs, says what was kept, and ends the
 /// process.
 fn save_rows_and_exit(
@@ -455,6 +482,15 @@ fn save_rows_and_exit(
     code: u8,
 ) -> ! {
     let saved = if collected.finalizing { Vec::new() } else { collected.outputs.finish(&rows) };
+    // The rows still in progress (their finished repetitions, marked incomplete) join the finished ones in
+    // the history; the run is marked as not completed.
+    let finished = collected.rows.len();
+    if let Some(mut history) = collected.history.take() {
+        for row in rows.iter().skip(finished) {
+            history.row_finished(row);
+        }
+        history.end(if code == EXIT_INTERRUPTED { RunStatus::Interrupted } else { RunStatus::Failed });
+    }
     let (saved_to, errors) = describe_saves(&saved);
     for error in &errors {
         eprintln!("error: {error}");

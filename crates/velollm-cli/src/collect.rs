@@ -21,6 +21,8 @@ pub struct Collected {
     pub finalizing: bool,
     /// Models that did not load: each is one failure, however many rows it failed.
     pub failed_loads: Vec<FailedLoad>,
+    /// The run's place in the results history (`None` with --no-history): each finished row is added to it.
+    pub history: Option<crate::history::Recorder>,
 }
 
 /// A model that did not load, and how many rows that failed.
@@ -40,6 +42,7 @@ impl Collected {
             phase: "starting".into(),
             finalizing: false,
             failed_loads: Vec::new(),
+            history: None,
         }
     }
 
@@ -87,6 +90,9 @@ impl Observer for Collector {
         shared.rows.push(row.clone());
         let rows = shared.rows.clone();
         let errors = shared.outputs.row_finished(&rows);
+        if let Some(history) = shared.history.as_mut() {
+            history.row_finished(row);
+        }
         drop(shared);
         for error in errors {
             eprintln!("warning: {error}; results are kept in memory and written again at the end");

@@ -8,6 +8,8 @@ mod detect;
 mod fetch;
 mod generated;
 mod load_view;
+mod history;
+mod history_view;
 mod optimize;
 mod progress;
 mod range;
@@ -62,6 +64,9 @@ enum Command {
     Completions(generated::CompletionsArgs),
     /// Print velollm's man page (roff), or a subcommand's, to stdout.
     Man(generated::ManArgs),
+    /// The results history every benchmark run is kept in (embedded SQLite): list, show, trend, best, import,
+    /// export, rm.
+    History(history::HistoryArgs),
 }
 
 /// The command line's definition, with the versions filled in: `-V` the version, `--version` also the engines'
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             Command::RpcServer(args) => rpc_server::run(args),
             Command::Completions(args) => generated::completions(args, cli_command()),
             Command::Man(args) => generated::man(args, cli_command()),
+            Command::History(args) => history::run(args),
         }
     });
     match outcome {

@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub openai: OpenAiConnection,
     /// Load profiles (`--concurrency`, `--request-rate`, `--sweep`) for server backends; inactive by default.
     pub load: velollm_load::LoadOptions,
+    /// Where model files' sha256 are remembered between runs (the CLI's history); `None`: every run hashes.
+    pub hash_cache: Option<Arc<dyn crate::HashCache>>,
 }
 
 impl Default for RunOptions {
@@ -100,6 +102,7 @@ impl Default for RunOptions {
             interleave: false,
             openai: OpenAiConnection::default(),
             load: velollm_load::LoadOptions::default(),
+            hash_cache: None,
         }
     }
 }
