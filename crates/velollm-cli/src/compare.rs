@@ -30,8 +30,9 @@ pub enum CompareFormat {
 pub struct CompareArgs {
     /// The base run: velollm's .json or .jsonl, or llama-bench's `-o json` / `-o jsonl` output. Alone, with
     /// --base and --new, both sides come from it.
-    #[arg(value_name = "BASE")]
-    pub base_file: PathBuf,
+    /// With --baseline, the first NEW file instead.
+    #[arg(value_name = "BASE", required_unless_present = "baseline")]
+    pub base_file: Option<PathBuf>,
     /// The run(s) to compare with the base, each against the base.
     #[arg(value_name = "NEW", num_args = 0..)]
     pub new_files: Vec<PathBuf>,
@@ -52,6 +53,16 @@ pub struct CompareArgs {
     /// rows that differ in it on purpose.
     #[arg(long, value_name = "LIST")]
     pub ignore: Option<String>,
+    /// Take the base from the results history instead of a file: `last` (the latest earlier run on this
+    /// machine), a run id (`velollm history list`), or `best` (for each new row, the fastest ok row of the
+    /// same test, model, backend and parameters ever measured on this machine). Every file given is then NEW.
+    #[arg(long, value_name = "last|RUN|best")]
+    pub baseline: Option<String>,
+    /// The machine whose runs --baseline looks at (its alias in the history; default: the host name).
+    #[arg(long, value_name = "NAME", requires = "baseline")]
+    pub machine: Option<String>,
+    #[command(flatten)]
+    pub history: crate::history::HistoryFile,
     /// Output format.
     #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
     pub format: CompareFormat,
@@ -71,14 +82,20 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         text.as_deref().map(Selector::parse).transpose().map_err(|e| UsageError(format!("invalid --{flag}: {e}")))
     };
     let (base_selector, new_selector) = (selector(&args.base_rows, "base")?, selector(&args.new_rows, "new")?);
-    let base_file = read_file(&args.base_file)?;
+    if let Some(baseline) = &args.baseline {
+        return run_against_history(&args, baseline, threshold, base_selector, new_selector);
+    }
+    let Some(base_path) = &args.base_file else {
+        return Err(UsageError("no BASE: give a results file, or --baseline last|RUN|best".into()).into());
+    };
+    let base_file = read_file(base_path)?;
     let mut new_files = args.new_files.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
     if new_files.is_empty() {
         if base_selector.is_none() || new_selector.is_none() {
             return Err(UsageError(format!(
                 "one file and no NEW: give a second file, or say which of its rows are the base and which the new \
                  (velollm compare {} --base 'n_threads=1' --new 'n_threads=2')",
-                args.base_file.display()
+                base_path.display()
             ))
             .into());
         }
@@ -120,7 +137,59 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let comparisons: Vec<Comparison> = news.iter().map(|new| compare(&base, new, &ignore)).collect();
+    finish(&args, &base, &news, &ignore, threshold)
+}
+
+/// `--baseline`: every file is NEW; the base is taken from the history (velollm-history says which rows).
+fn run_against_history(
+    args: &CompareArgs,
+    baseline: &str,
+    threshold: Option<f64>,
+    base_selector: Option<Selector>,
+    new_selector: Option<Selector>,
+) -> anyhow::Result<ExitCode> {
+    let which = velollm_history::baseline::Baseline::parse(baseline).ok_or_else(|| {
+        UsageError(format!("invalid --baseline '{baseline}': last, best, or a run id from `velollm history list`"))
+    })?;
+    let paths: Vec<&PathBuf> = args.base_file.iter().chain(&args.new_files).collect();
+    if paths.is_empty() {
+        return Err(UsageError("--baseline needs the NEW results file(s) to compare with it".into()).into());
+    }
+    let mut news = paths.iter().map(|p| read_file(p)).collect::<Result<Vec<Run>, _>>()?;
+    if let Some(s) = &new_selector {
+        news = news
+            .iter()
+            .map(|run| select(run, s))
+            .collect::<Result<Vec<Run>, _>>()
+            .map_err(|e| UsageError(format!("invalid --new: {e}")))?;
+    }
+    let history = crate::history::open_existing(args.history.history.as_deref())?;
+    let machine = args.machine.clone().or_else(crate::history::host_name);
+    let new_entries: Vec<velollm_compare::Entry> = news.iter().flat_map(|r| r.entries.iter().cloned()).collect();
+    let base_rows = history.baseline(which, &new_entries, machine.as_deref())?;
+    let text: String = base_rows.rows.iter().map(|r| format!("{r}\n")).collect();
+    let mut base = velollm_compare::read_str(&text).map_err(|e| anyhow::anyhow!("the history's rows: {e}"))?;
+    base.path = PathBuf::from(&base_rows.label);
+    if let Some(s) = &base_selector {
+        base = select(&base, s).map_err(|e| UsageError(format!("invalid --base: {e}")))?;
+    }
+    let ignore: Vec<String> = args
+        .ignore
+        .as_deref()
+        .map(|list| list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    finish(args, &base, &news, &ignore, threshold)
+}
+
+/// Compares each new run with the base, prints the answer, and applies the gate.
+fn finish(
+    args: &CompareArgs,
+    base: &Run,
+    news: &[Run],
+    ignore: &[String],
+    threshold: Option<f64>,
+) -> anyhow::Result<ExitCode> {
+    let comparisons: Vec<Comparison> = news.iter().map(|new| compare(base, new, ignore)).collect();
     let gate = threshold.map(|pct| gate(&comparisons, pct));
     match args.format {
         CompareFormat::Json => {
@@ -129,8 +198,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         CompareFormat::Table => {
             let mut out = String::new();
-            for (comparison, new) in comparisons.iter().zip(&news) {
-                out.push_str(&render(comparison, &base, new));
+            for (comparison, new) in comparisons.iter().zip(news) {
+                out.push_str(&render(comparison, base, new));
             }
             if let Some(gate) = &gate {
                 out.push_str(&render_gate(gate));

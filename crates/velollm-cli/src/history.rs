@@ -62,14 +62,15 @@ pub fn open_existing(explicit: Option<&Path>) -> anyhow::Result<History> {
     Ok(History::open(&path)?)
 }
 
+/// This host's name (the default machine alias).
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty())
+}
+
 /// The machine's alias, identity and current state, and this build's software identity.
 pub fn identities(alias: Option<&str>) -> (MachineIdentity, SoftwareIdentity, VolatileContext) {
     let hardware = velollm_benchmarks::hardware_info();
-    let alias = alias
-        .map(str::to_string)
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .filter(|a| !a.is_empty())
-        .unwrap_or_else(|| "localhost".into());
+    let alias = alias.map(str::to_string).or_else(host_name).unwrap_or_else(|| "localhost".into());
     let machine = MachineIdentity {
         alias,
         machine_key: velollm_history::machine_key(),

@@ -18,7 +18,8 @@ pub struct OptimizeArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Measured results (files written by velollm benchmark -o, JSON or JSON Lines; several allowed): recommend
-    /// what was actually fastest among the rows that ran ok within this machine's memory.
+    /// what was actually fastest among the rows that ran ok within this machine's memory. `history`: every
+    /// row the results history holds for this machine (see --history, --machine).
     #[arg(long, value_name = "RESULTS", num_args = 1..)]
     pub from: Vec<PathBuf>,
     /// The model to plan for (a GGUF file or any reference velollm benchmark accepts): checks that it fits in
@@ -28,6 +29,11 @@ pub struct OptimizeArgs {
     /// The context size you want, in tokens (default 4096, capped at the model's training context).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     pub ctx_size: Option<u32>,
+    #[command(flatten)]
+    pub history: crate::history::HistoryFile,
+    /// With --from history: the machine whose rows count (its alias in the history; default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
 }
 
 pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
@@ -45,6 +51,14 @@ pub fn run(args: OptimizeArgs) -> anyhow::Result<ExitCode> {
     } else {
         let mut rows = Vec::new();
         for path in &args.from {
+            // `history` means the results history, unless a file of that name is here.
+            if path.as_os_str() == "history" && !path.exists() {
+                let history = crate::history::open_existing(args.history.history.as_deref())?;
+                let machine = args.machine.clone().or_else(crate::history::host_name);
+                let filter = velollm_history::RunFilter { machine, ..Default::default() };
+                rows.extend(history.rows(&filter)?.into_iter().filter(|r| r.tool == "velollm").map(|r| r.row));
+                continue;
+            }
             rows.extend(velollm_optimize::read_results(path)?);
         }
         let source = args.from.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");

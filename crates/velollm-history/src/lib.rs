@@ -11,6 +11,7 @@
 //! written elsewhere (velollm json/jsonl, llama-bench json/jsonl/sql). The model-file hash cache of
 //! [`hashes`] lives in the same file.
 
+pub mod baseline;
 pub mod hashes;
 pub mod import;
 pub mod machine;
