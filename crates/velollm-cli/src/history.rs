@@ -328,6 +328,41 @@ impl FilterArgs {
     }
 }
 
+/// The history's tokens/s trends as `velollm report --history` draws them.
+pub fn report_view(
+    explicit: Option<&Path>,
+    model: Option<&str>,
+    max_charts: usize,
+) -> anyhow::Result<velollm_report::trend::HistoryView> {
+    use velollm_report::trend::{HistoryView, TrendConfiguration, TrendValue};
+    let history = open_existing(explicit)?;
+    let filter = RunFilter { model: model.map(str::to_string), ..RunFilter::default() };
+    let points = history.trend(TrendMetric::TokensPerSecond, &filter)?;
+    let mut configurations: Vec<TrendConfiguration> = Vec::new();
+    for point in points {
+        let label = point.configuration.clone();
+        let test = point.test.clone();
+        let value = TrendValue {
+            machine: point.machine.clone().unwrap_or_else(|| "?".into()),
+            started_at: point.started_at.clone(),
+            run: point.run_id,
+            value: point.value,
+            build: point.build.clone(),
+            build_changed: point.build_changed,
+        };
+        match configurations.iter_mut().find(|c| c.label == label) {
+            Some(c) => c.values.push(value),
+            None => configurations.push(TrendConfiguration { label, test, values: vec![value] }),
+        }
+    }
+    Ok(HistoryView {
+        metric: "tokens/s".into(),
+        source: format!("the history {}", history.path().display()),
+        configurations,
+        max_charts,
+    })
+}
+
 /// A run named on the command line: its id, or `last` (the latest run with rows).
 pub fn run_id(history: &History, text: &str) -> anyhow::Result<RunId> {
     if text == "last" {

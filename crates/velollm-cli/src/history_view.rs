@@ -125,7 +125,9 @@ pub fn trend_table(metric: TrendMetric, points: &[TrendPoint]) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&["  run", "started (UTC)", metric.name(), "build (* changed)"], &rows));
+        for line in table(&["run", "started (UTC)", metric.name(), "build (* changed)"], &rows).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
         out.push('\n');
     }
     out

@@ -16,7 +16,7 @@ use crate::{show, UsageError};
 pub struct ReportArgs {
     /// Results files: velollm's .json or .jsonl, or llama-bench's json/jsonl. With several, the first is the
     /// base the others are compared with.
-    #[arg(value_name = "RESULTS", required = true, num_args = 1..)]
+    #[arg(value_name = "RESULTS", required_unless_present = "history", num_args = 1..)]
     pub results: Vec<PathBuf>,
     /// The HTML file to write (one file, no network needed to view it).
     #[arg(short, long, value_name = "FILE", default_value = "report.html")]
@@ -37,6 +37,17 @@ pub struct ReportArgs {
     /// The comparison's new rows by what they ran (as `velollm compare --new`).
     #[arg(long = "new", value_name = "SEL")]
     pub new_rows: Option<String>,
+    /// Add the results history's trends: tokens/s over runs and builds per configuration and machine, and the
+    /// same test across machines (PATH: the history file, default $VELOLLM_HISTORY or
+    /// $XDG_DATA_HOME/velollm/history.db).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub history: Option<PathBuf>,
+    /// With --history: only configurations of this model (part of its name or file name).
+    #[arg(long, value_name = "MODEL", requires = "history")]
+    pub history_model: Option<String>,
+    /// With --history: at most this many trend charts (the configurations with the most runs first).
+    #[arg(long, value_name = "N", default_value_t = 24, requires = "history")]
+    pub history_charts: usize,
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -63,6 +74,13 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             eprintln!("warning: {}: {warning}", run.path.display());
         }
     }
+    let history = match &args.history {
+        Some(path) => {
+            let explicit = Some(path.as_path()).filter(|p| !p.as_os_str().is_empty());
+            Some(crate::history::report_view(explicit, args.history_model.as_deref(), args.history_charts)?)
+        }
+        None => None,
+    };
     let options = Options {
         title: args.title,
         fail_if_slower: args.fail_if_slower,
@@ -73,6 +91,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         base_rows,
         new_rows,
+        history,
         ..Options::default()
     };
     let page = render(&runs, &options);

@@ -125,8 +125,12 @@ impl TrendMetric {
 /// One point of a trend: a row of one series (same machine, model, test, backend and parameters).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrendPoint {
-    /// `machine · model · test · backend`, and the parameters when they differ between series.
+    /// `machine · model · test · backend`, and the parameters that differ between series of that model,
+    /// test and backend.
     pub series: String,
+    /// The series without the machine: the configuration, followed across machines.
+    pub configuration: String,
+    pub test: String,
     pub run_id: RunId,
     pub seq: i64,
     pub started_at: String,
@@ -329,17 +333,22 @@ impl History {
     /// marked where the build changed since the series' previous point. Rows without the metric (failed
     /// ones, or a metric the test does not have) are left out.
     pub fn trend(&self, metric: TrendMetric, filter: &RunFilter) -> Result<Vec<TrendPoint>, HistoryError> {
-        let rows = self.rows(filter)?;
+        let rows: Vec<StoredRow> =
+            self.rows(filter)?.into_iter().filter(|r| r.status != "failed" && metric.of(r).is_some()).collect();
+        let varying = varying_parameters(&rows);
         let mut last_build: BTreeMap<String, String> = BTreeMap::new();
         let mut points = Vec::new();
-        for row in rows.iter().filter(|r| r.status != "failed") {
+        for row in &rows {
             let Some(value) = metric.of(row) else { continue };
-            let series = series_label(row);
+            let configuration = configuration_label(row, &varying);
+            let series = format!("{} · {configuration}", row.machine.as_deref().unwrap_or("?"));
             let build = build_of(row);
             let build_changed = last_build.get(&series).is_some_and(|previous| *previous != build);
             last_build.insert(series.clone(), build.clone());
             points.push(TrendPoint {
                 series,
+                configuration,
+                test: row.test.clone(),
                 run_id: row.run_id,
                 seq: row.seq,
                 started_at: row.started_at.clone(),
@@ -398,22 +407,48 @@ impl History {
     }
 }
 
-/// `machine · model · test · backend · n_threads=2 …` (the parameters that identify the configuration).
-fn series_label(row: &StoredRow) -> String {
-    let params: Vec<String> = row
-        .parameters
+/// The model, test and backend a configuration belongs to.
+fn family(row: &StoredRow) -> (String, String, String) {
+    (row.model.clone(), row.test.clone(), row.backend.clone())
+}
+
+/// For each model, test and backend: the parameters whose value is not the same in all its rows (those are
+/// what tell its configurations apart; a parameter some rows lack counts as varying).
+fn varying_parameters(rows: &[StoredRow]) -> BTreeMap<(String, String, String), Vec<String>> {
+    let mut seen: BTreeMap<(String, String, String), BTreeMap<String, std::collections::BTreeSet<Option<String>>>> =
+        BTreeMap::new();
+    let mut names: BTreeMap<(String, String, String), std::collections::BTreeSet<String>> = BTreeMap::new();
+    for row in rows {
+        names.entry(family(row)).or_default().extend(row.parameters.keys().cloned());
+    }
+    for row in rows {
+        let family = family(row);
+        let values = seen.entry(family.clone()).or_default();
+        for name in &names[&family] {
+            values.entry(name.clone()).or_default().insert(row.parameters.get(name).cloned());
+        }
+    }
+    seen.into_iter()
+        .map(|(family, values)| {
+            let varying = values.into_iter().filter(|(_, v)| v.len() > 1).map(|(name, _)| name).collect();
+            (family, varying)
+        })
+        .collect()
+}
+
+/// `model · test · backend`, then `n_threads=2 …` for the parameters that vary in its family.
+fn configuration_label(row: &StoredRow, varying: &BTreeMap<(String, String, String), Vec<String>>) -> String {
+    let names = varying.get(&family(row)).cloned().unwrap_or_default();
+    let params: Vec<String> = names
         .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "n_prompt" | "n_gen" | "n_depth"))
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|name| format!("{name}={}", row.parameters.get(name).map(String::as_str).unwrap_or("-")))
         .collect();
-    format!(
-        "{} · {} · {} · {} · {}",
-        row.machine.as_deref().unwrap_or("?"),
-        row.model,
-        row.test,
-        row.backend,
-        params.join(" ")
-    )
+    let mut label = format!("{} · {} · {}", row.model, row.test, row.backend);
+    if !params.is_empty() {
+        label.push_str(" · ");
+        label.push_str(&params.join(" "));
+    }
+    label
 }
 
 fn build_of(row: &StoredRow) -> String {

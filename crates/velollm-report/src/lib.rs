@@ -21,6 +21,7 @@
 pub mod html;
 mod load;
 pub mod svg;
+pub mod trend;
 pub mod view;
 
 use std::fmt::Write;
@@ -52,6 +53,8 @@ pub struct Options {
     /// and both, two sides of that file (an interleaved sweep's are compared round by round).
     pub base_rows: Option<Selector>,
     pub new_rows: Option<Selector>,
+    /// `velollm report --history`: the history's trends, drawn after the runs.
+    pub history: Option<trend::HistoryView>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             max_latency_charts: 12,
             base_rows: None,
             new_rows: None,
+            history: None,
         }
     }
 }
@@ -71,25 +75,31 @@ impl Default for Options {
 pub fn render(runs: &[Run], options: &Options) -> String {
     let items = view::items(runs);
     let mut body = String::new();
-    body.push_str(&tiles(&view::tiles(&items, runs)));
-    if runs.len() >= 2 || (options.base_rows.is_some() && options.new_rows.is_some()) {
-        let view = view::comparisons(runs, options.base_rows.as_ref(), options.new_rows.as_ref(), &options.ignore);
-        body.push_str(&comparisons(&view, options.fail_if_slower));
+    // `velollm report --history` alone draws the history only.
+    if !runs.is_empty() {
+        body.push_str(&tiles(&view::tiles(&items, runs)));
+        if runs.len() >= 2 || (options.base_rows.is_some() && options.new_rows.is_some()) {
+            let view = view::comparisons(runs, options.base_rows.as_ref(), options.new_rows.as_ref(), &options.ignore);
+            body.push_str(&comparisons(&view, options.fail_if_slower));
+        }
+        body.push_str(&sweeps(&view::sweeps(&items, runs), runs));
+        if let Some(view) = view::placements(&items, runs) {
+            body.push_str(&placements(&view));
+        }
+        if let Some(view) = view::backends(&items) {
+            body.push_str(&backends(&view));
+        }
+        if let Some(view) = view::load(&items, runs) {
+            body.push_str(&load::section(&view));
+        }
+        if let Some(view) = view::latencies(&items, runs, options.max_latency_charts) {
+            body.push_str(&latencies(&view, options.max_latency_charts));
+        }
+        body.push_str(&tables(&view::tables(&items, runs)));
     }
-    body.push_str(&sweeps(&view::sweeps(&items, runs), runs));
-    if let Some(view) = view::placements(&items, runs) {
-        body.push_str(&placements(&view));
+    if let Some(history) = &options.history {
+        body.push_str(&trend::history_section(history));
     }
-    if let Some(view) = view::backends(&items) {
-        body.push_str(&backends(&view));
-    }
-    if let Some(view) = view::load(&items, runs) {
-        body.push_str(&load::section(&view));
-    }
-    if let Some(view) = view::latencies(&items, runs, options.max_latency_charts) {
-        body.push_str(&latencies(&view, options.max_latency_charts));
-    }
-    body.push_str(&tables(&view::tables(&items, runs)));
     let _ = write!(
         body,
         "<footer>Made by velollm report {}. Rates and statistics as docs/metrics.md defines them; error bars are ± one \
