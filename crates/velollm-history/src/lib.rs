@@ -41,6 +41,8 @@ pub const HISTORY_ENV: &str = "VELOLLM_HISTORY";
 pub enum HistoryError {
     #[error("{path} is not a velollm history ({reason}); it was left untouched (use --history to choose another file, or --no-history)")]
     Foreign { path: String, reason: String },
+    #[error("the history {path} is corrupt ({reason}); it was left untouched (move it aside to start a new one, or use --history / --no-history)")]
+    Corrupt { path: String, reason: String },
     #[error("{path} was written by a newer velollm (history schema {found}; this velollm reads up to {supported}); it was left untouched (use --history to choose another file, or --no-history)")]
     Newer { path: String, found: u32, supported: u32 },
     #[error("history {path}: {reason}")]
@@ -150,9 +152,10 @@ impl History {
             | OpenFlags::SQLITE_OPEN_URI;
         let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let damaged = |reason: String| HistoryError::Corrupt { path: shown.clone(), reason };
         let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
-                foreign(&format!("the database is corrupt: {e}"))
+                damaged(e.to_string())
             }
             _ => sqlite(e),
         };
@@ -170,9 +173,23 @@ impl History {
         }
         if exists {
             // A damaged page shows here rather than halfway through a run.
-            let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(corrupt)?;
-            if check != "ok" {
-                return Err(foreign(&format!("the database is corrupt: {check}")));
+            let problems: Vec<String> = conn
+                .prepare("PRAGMA quick_check")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>())
+                .map_err(corrupt)?;
+            if problems.first().map(String::as_str) != Some("ok") {
+                // One line: the first problem SQLite names, and how many more.
+                let lines: Vec<String> = problems
+                    .iter()
+                    .flat_map(|p| p.lines().map(str::to_string).collect::<Vec<_>>())
+                    .filter(|l| !l.starts_with("***"))
+                    .collect();
+                let first = lines.first().cloned().unwrap_or_else(|| "quick_check failed".into());
+                let reason = match lines.len() {
+                    0 | 1 => first,
+                    n => format!("{first}; {} more problems", n - 1),
+                };
+                return Err(damaged(reason));
             }
         }
         // WAL: readers never block the writer, and a killed writer leaves only whole transactions. FULL sync
