@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use velollm_compare::Entry;
+use velollm_results::Entry;
 
 use crate::{History, HistoryError, RunFilter, RunId, StoredRow};
 

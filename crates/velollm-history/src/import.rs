@@ -30,7 +30,7 @@ pub fn read_rows(path: &Path) -> Result<(Vec<Value>, Vec<String>), HistoryError>
     if looks_like_sql(&text) {
         return llama_bench_sql_rows(&text).map(|rows| (rows, Vec::new())).map_err(fail);
     }
-    let run = velollm_compare::read_str(&text).map_err(fail)?;
+    let run = velollm_results::read_str(&text).map_err(fail)?;
     Ok((run.entries.into_iter().map(|e| e.source).collect(), run.warnings))
 }
 
@@ -94,7 +94,7 @@ impl History {
     /// `test_time`), else `now`.
     pub fn import(&self, path: &Path, machine: &MachineIdentity, now: &str) -> Result<Imported, HistoryError> {
         let (rows, warnings) = read_rows(path)?;
-        let entries: Vec<velollm_compare::Entry> =
+        let entries: Vec<velollm_results::Entry> =
             rows.iter().map(crate::reader::entry_of_row).collect::<Result<_, _>>().map_err(HistoryError::Invalid)?;
         let started_at = rows
             .iter()
@@ -102,8 +102,8 @@ impl History {
             .unwrap_or(now)
             .to_string();
         let tools = {
-            let velollm = entries.iter().any(|e| e.tool == velollm_compare::Tool::Velollm);
-            let llama_bench = entries.iter().any(|e| e.tool == velollm_compare::Tool::LlamaBench);
+            let velollm = entries.iter().any(|e| e.tool == velollm_results::Tool::Velollm);
+            let llama_bench = entries.iter().any(|e| e.tool == velollm_results::Tool::LlamaBench);
             match (velollm, llama_bench) {
                 (true, true) => "velollm and llama-bench",
                 (false, true) => "llama-bench",

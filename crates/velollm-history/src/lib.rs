@@ -316,22 +316,22 @@ fn insert_row(
     tx: &rusqlite::Transaction<'_>,
     run: RunId,
     seq: i64,
-    entry: &velollm_compare::Entry,
+    entry: &velollm_results::Entry,
     row: &Value,
     recorded_at: &str,
 ) -> rusqlite::Result<()> {
-    use velollm_compare::Metric;
+    use velollm_results::Metric;
     let mean = |metric: Metric| {
         entry.samples.get(&metric).filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
     };
     let status = match entry.status {
-        velollm_compare::Status::Ok => "ok",
-        velollm_compare::Status::Incomplete => "incomplete",
-        velollm_compare::Status::Failed => "failed",
+        velollm_results::Status::Ok => "ok",
+        velollm_results::Status::Incomplete => "incomplete",
+        velollm_results::Status::Failed => "failed",
     };
     let tool = match entry.tool {
-        velollm_compare::Tool::Velollm => "velollm",
-        velollm_compare::Tool::LlamaBench => "llama-bench",
+        velollm_results::Tool::Velollm => "velollm",
+        velollm_results::Tool::LlamaBench => "llama-bench",
     };
     tx.execute(
         "INSERT INTO rows (run_id, seq, recorded_at, tool, test, model, model_file, model_sha256, backend, status,

@@ -1,20 +1,20 @@
 //! The one place the history reads result rows: what test, model, backend and parameters a row has, and
-//! its samples. Today this is `velollm compare`'s reader; a typed reader of result files can replace it
-//! here without touching the rest of the crate.
+//! its samples, through velollm-results' typed reader of result files (the one compare, report and optimize
+//! use), so a row means the same in the history as in a results file.
 
 use serde_json::Value;
-use velollm_compare::Entry;
+use velollm_results::Entry;
 
 /// One row (velollm's or llama-bench's JSON object) as the history indexes it.
 pub fn entry_of_row(row: &Value) -> Result<Entry, String> {
     let text = Value::Array(vec![row.clone()]).to_string();
-    let mut run = velollm_compare::read_str(&text)?;
+    let mut run = velollm_results::read_str(&text)?;
     run.entries.pop().ok_or_else(|| "the row could not be read".to_string())
 }
 
 /// Every row of a results file's text (a JSON array or JSON Lines), with the raw objects alongside.
 pub fn entries_of_text(text: &str) -> Result<Vec<(Entry, Value)>, String> {
-    let run = velollm_compare::read_str(text)?;
+    let run = velollm_results::read_str(text)?;
     Ok(run
         .entries
         .into_iter()

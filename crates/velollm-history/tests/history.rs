@@ -374,7 +374,7 @@ fn trend_marks_a_changed_build_and_best_picks_the_fastest_row_that_ran() {
     assert!(history.rows(&other).unwrap().is_empty());
 
     // Baselines for new rows of run c: the last other run is b; the best of the same configuration is b's row.
-    let news: Vec<velollm_compare::Entry> =
+    let news: Vec<velollm_results::Entry> =
         history.rows_of(c).unwrap().iter().map(|r| velollm_history::entry_of_row(&r.row).unwrap()).collect();
     let last = history.baseline(Baseline::Last, &news, Some("box")).unwrap();
     assert!(last.label.contains(&format!("run {b}")), "{}", last.label);
