@@ -126,10 +126,12 @@ fn a_run_and_its_rows_are_kept_and_every_history_command_reads_them() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("measured results (history: 2 of 2 rows ok"), "{}", stdout(&out));
     let page = dir.join("report.html");
-    let out = run(&["report", "--history", db.to_str().unwrap(), "-o", page.to_str().unwrap()]);
+    let history_flag = format!("--history={}", db.display());
+    let out = run(&["report", &history_flag, second.to_str().unwrap(), "-o", page.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let html = std::fs::read_to_string(&page).unwrap();
     assert_eq!(html.matches("data-chart=\"history-trend\"").count(), 2, "one chart per thread count");
+    assert!(html.contains("2 rows from 1 file"), "the results file given is drawn too");
 }
 
 #[test]

@@ -38,9 +38,9 @@ pub struct ReportArgs {
     #[arg(long = "new", value_name = "SEL")]
     pub new_rows: Option<String>,
     /// Add the results history's trends: tokens/s over runs and builds per configuration and machine, and the
-    /// same test across machines (PATH: the history file, default $VELOLLM_HISTORY or
-    /// $XDG_DATA_HOME/velollm/history.db).
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    /// same test across machines (`--history=PATH` for another file than $VELOLLM_HISTORY or
+    /// $XDG_DATA_HOME/velollm/history.db; the `=` keeps a results file after it a results file).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub history: Option<PathBuf>,
     /// With --history: only configurations of this model (part of its name or file name).
     #[arg(long, value_name = "MODEL", requires = "history")]

@@ -199,3 +199,60 @@ fn across_machines(configurations: &[TrendConfiguration], metric: &str) -> Strin
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(machine: &str, run: i64, value: f64, build: &str, changed: bool) -> TrendValue {
+        TrendValue {
+            machine: machine.into(),
+            started_at: format!("2026-12-0{run}T10:00:00.000Z"),
+            run,
+            value,
+            build: build.into(),
+            build_changed: changed,
+        }
+    }
+
+    #[test]
+    fn one_chart_per_configuration_a_changed_build_marked_and_machines_side_by_side() {
+        let view = HistoryView {
+            metric: "tokens/s".into(),
+            source: "the history h.db".into(),
+            configurations: vec![
+                TrendConfiguration {
+                    label: "SmolLM2 · tg128 · llamacpp".into(),
+                    test: "tg128".into(),
+                    values: vec![
+                        value("laptop", 1, 50.0, "aaaa", false),
+                        value("laptop", 2, 40.0, "bbbb", true),
+                        value("server", 3, 90.0, "cccc", false),
+                    ],
+                },
+                TrendConfiguration {
+                    label: "SmolLM2 · pp512 · llamacpp".into(),
+                    test: "pp512".into(),
+                    values: vec![value("laptop", 1, 900.0, "aaaa", false)],
+                },
+            ],
+            max_charts: 24,
+        };
+        let html = history_section(&view);
+        assert_eq!(html.matches("data-chart=\"history-trend\"").count(), 2);
+        assert_eq!(html.matches("◆ 12-02 10:00 #2").count(), 1, "run 2 changed the build: {html}");
+        assert!(!html.contains("◆ 12-01"), "the first point has nothing to change from");
+        // tg128 ran on two machines: their latest values side by side; pp512 on one only.
+        assert_eq!(html.matches("data-chart=\"history-machines\"").count(), 1);
+        assert!(html.contains("SmolLM2 · tg128 · llamacpp · laptop · run 2 · 40.00 tokens/s"));
+        assert!(html.contains("SmolLM2 · tg128 · llamacpp · server · run 3 · 90.00 tokens/s"));
+        assert!(!html.contains("pp512 · llamacpp · laptop · run 1 · 900.00 tokens/s"));
+
+        let limited = history_section(&HistoryView { max_charts: 1, ..view.clone() });
+        assert_eq!(limited.matches("data-chart=\"history-trend\"").count(), 1, "the configuration with the most runs");
+        assert!(limited.contains("1 of 2 configurations shown"));
+
+        let empty = history_section(&HistoryView { configurations: Vec::new(), ..view });
+        assert!(empty.contains("holds no row with tokens/s yet"));
+    }
+}
