@@ -408,16 +408,19 @@ impl History {
 }
 
 /// The model, test and backend a configuration belongs to.
-fn family(row: &StoredRow) -> (String, String, String) {
+type Family = (String, String, String);
+
+fn family(row: &StoredRow) -> Family {
     (row.model.clone(), row.test.clone(), row.backend.clone())
 }
 
 /// For each model, test and backend: the parameters whose value is not the same in all its rows (those are
 /// what tell its configurations apart; a parameter some rows lack counts as varying).
-fn varying_parameters(rows: &[StoredRow]) -> BTreeMap<(String, String, String), Vec<String>> {
-    let mut seen: BTreeMap<(String, String, String), BTreeMap<String, std::collections::BTreeSet<Option<String>>>> =
-        BTreeMap::new();
-    let mut names: BTreeMap<(String, String, String), std::collections::BTreeSet<String>> = BTreeMap::new();
+fn varying_parameters(rows: &[StoredRow]) -> BTreeMap<Family, Vec<String>> {
+    use std::collections::BTreeSet;
+    // Per family, per parameter name, the values seen (absent counts as a value).
+    let mut seen: BTreeMap<Family, BTreeMap<String, BTreeSet<Option<String>>>> = BTreeMap::new();
+    let mut names: BTreeMap<Family, BTreeSet<String>> = BTreeMap::new();
     for row in rows {
         names.entry(family(row)).or_default().extend(row.parameters.keys().cloned());
     }
@@ -437,7 +440,7 @@ fn varying_parameters(rows: &[StoredRow]) -> BTreeMap<(String, String, String), 
 }
 
 /// `model · test · backend`, then `n_threads=2 …` for the parameters that vary in its family.
-fn configuration_label(row: &StoredRow, varying: &BTreeMap<(String, String, String), Vec<String>>) -> String {
+fn configuration_label(row: &StoredRow, varying: &BTreeMap<Family, Vec<String>>) -> String {
     let names = varying.get(&family(row)).cloned().unwrap_or_default();
     let params: Vec<String> = names
         .iter()
