@@ -240,8 +240,12 @@ mod tests {
         };
         let html = history_section(&view);
         assert_eq!(html.matches("data-chart=\"history-trend\"").count(), 2);
-        assert_eq!(html.matches("◆ 12-02 10:00 #2").count(), 1, "run 2 changed the build: {html}");
-        assert!(!html.contains("◆ 12-01"), "the first point has nothing to change from");
+        assert!(html.contains(">◆ 12-02 10:00 #2</text>"), "run 2 changed the build: {html}");
+        assert_eq!(
+            html.matches(">◆ ").count(),
+            1,
+            "the first point has nothing to change from, run 3 is another machine"
+        );
         // tg128 ran on two machines: their latest values side by side; pp512 on one only.
         assert_eq!(html.matches("data-chart=\"history-machines\"").count(), 1);
         assert!(html.contains("SmolLM2 · tg128 · llamacpp · laptop · run 2 · 40.00 tokens/s"));
