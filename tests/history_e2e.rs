@@ -321,3 +321,61 @@ fn a_model_file_already_hashed_is_not_read_again_and_a_changed_one_is() {
     assert_eq!(bench(), real);
     assert_eq!(history.cached_sha256(&FileKey::of(&copy).unwrap()).as_deref(), Some(real.as_str()));
 }
+
+#[test]
+fn a_run_stopped_by_ctrl_c_is_marked_interrupted_with_what_it_finished() {
+    let dir = scratch("history-ctrl-c");
+    let db = dir.join("history.db");
+    let model = model(SMOLLM2);
+    // tg16 finishes quickly; tg64 × 20 repetitions is still running when Ctrl-C comes.
+    let mut child = velollm()
+        .args([
+            "benchmark",
+            "-m",
+            model.to_str().unwrap(),
+            "--tg",
+            "16,64",
+            "-r",
+            "20",
+            "-t",
+            "1",
+            "--warmup",
+            "0",
+            "-q",
+        ])
+        .arg("--history")
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before Ctrl-C");
+        assert!(Instant::now() < deadline, "no row reached the history in 120 s");
+        let rows = History::open(&db).ok().and_then(|h| h.rows(&RunFilter::default()).ok()).unwrap_or_default();
+        if !rows.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A little into tg64, so that it has finished repetitions to keep.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+
+    let history = History::open(&db).unwrap();
+    let runs = history.runs(&RunFilter::default()).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].status, "interrupted");
+    assert!(runs[0].ended_at.is_some());
+    let rows = history.rows_of(runs[0].id).unwrap();
+    assert_eq!((rows[0].test.as_str(), rows[0].status.as_str()), ("tg16", "ok"));
+    // The row in progress, when it had finished repetitions, is kept marked incomplete, as in a results file.
+    assert!(rows.len() <= 2);
+    if let Some(partial) = rows.get(1) {
+        assert_eq!((partial.test.as_str(), partial.status.as_str()), ("tg64", "incomplete"));
+    }
+    assert_eq!(history.integrity_check().unwrap(), "ok");
+}
