@@ -116,7 +116,7 @@ fn a_run_and_its_rows_are_kept_and_every_history_command_reads_them() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(&["compare", exported.to_str().unwrap(), second.to_str().unwrap()]);
     assert!(out.status.success() && stdout(&out).contains("2 matched"), "{}", stdout(&out));
-    let out = velollm().args(["history", "--history", db.to_str().unwrap(), "rm", "1"]).output().unwrap();
+    let out = velollm().args(["history", "rm", "1", "--history", db.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(history_json(&db, &["list"]).as_array().unwrap().len(), 1);
 

@@ -36,7 +36,8 @@ pub struct HistoryOptions {
 #[derive(Args, Clone, Default)]
 pub struct HistoryFile {
     /// The results history (default: $VELOLLM_HISTORY, else $XDG_DATA_HOME/velollm/history.db).
-    #[arg(long, value_name = "PATH")]
+    // Global: `velollm history list --history X` as well as `velollm history --history X list`.
+    #[arg(long, value_name = "PATH", global = true)]
     pub history: Option<PathBuf>,
 }
 
