@@ -1,13 +1,11 @@
 //! The base side of `velollm compare --baseline last|RUN|best`, taken from the history.
 //!
 //! - `last`: the latest run on the machine that has rows, other than the run the new rows came from (a
-//!   run that has every new row, by its timestamp, test and backend, is that run);
+//!   run that holds every new row, the same JSON, is that run);
 //! - `RUN`: that run's rows;
 //! - `best`: for each new row, the fastest ok row the history holds on the machine for the same test, model,
 //!   backend and parameters (the same matching `velollm compare` does), so a regression is measured against
 //!   the best this configuration ever did here.
-
-use std::collections::BTreeSet;
 
 use serde_json::Value;
 use velollm_results::Entry;
@@ -38,12 +36,11 @@ pub struct BaseRows {
     pub rows: Vec<Value>,
 }
 
-/// What identifies a row across the results file and the history: when it finished, its test and backend.
-fn fingerprint(row: &Value) -> (String, String, String) {
-    let text = |key: &str| row.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    let test =
-        row.pointer("/config/name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| text("test_time"));
-    (text("timestamp"), test, text("backend"))
+/// Whether `stored` is one of the new rows itself: the history keeps each row exactly as it was written to the
+/// results files, so the run that wrote the new rows holds equal JSON. (A timestamp alone is not enough: two
+/// runs' rows can finish within the same second.)
+fn is_one_of(stored: &Value, news: &[Entry]) -> bool {
+    news.iter().any(|new| &new.source == stored)
 }
 
 impl History {
@@ -63,12 +60,12 @@ impl History {
                 Ok(BaseRows { label: format!("history run {id}"), rows: rows.into_iter().map(|r| r.row).collect() })
             }
             Baseline::Last => {
-                let new_keys: BTreeSet<_> = news.iter().map(|e| fingerprint(&e.source)).collect();
                 let filter = RunFilter { machine: machine.map(str::to_string), ..RunFilter::default() };
                 for run in self.runs(&filter)?.iter().rev().filter(|r| r.rows > 0) {
                     let rows = self.rows_of(run.id)?;
-                    let keys: BTreeSet<_> = rows.iter().map(|r| fingerprint(&r.row)).collect();
-                    if !new_keys.is_empty() && new_keys.is_subset(&keys) {
+                    let holds_every_new_row =
+                        !news.is_empty() && news.iter().all(|new| rows.iter().any(|r| r.row == new.source));
+                    if holds_every_new_row {
                         continue; // the run the new rows came from
                     }
                     return Ok(BaseRows {
@@ -85,14 +82,13 @@ impl History {
                     .into_iter()
                     .filter(|r| r.status == "ok" && r.tokens_per_second.is_some())
                     .collect();
-                let new_keys: BTreeSet<_> = news.iter().map(|e| fingerprint(&e.source)).collect();
                 let mut chosen: Vec<Value> = Vec::new();
-                let mut runs = BTreeSet::new();
+                let mut runs = std::collections::BTreeSet::new();
                 for new in news {
                     let mut best: Option<(&StoredRow, f64)> = None;
                     for row in &stored {
                         // The new rows themselves, when their run is in the history, are not their own base.
-                        if new_keys.contains(&fingerprint(&row.row)) {
+                        if is_one_of(&row.row, news) {
                             continue;
                         }
                         let Ok(entry) = crate::reader::entry_of_row(&row.row) else { continue };

@@ -349,7 +349,8 @@ fn trend_marks_a_changed_build_and_best_picks_the_fastest_row_that_ran() {
         run
     };
     let a = record("b1", 1, &[tg128(50.0, 2, "2026-01-01T00:00:01Z"), tg128(30.0, 1, "2026-01-01T00:00:02Z")]);
-    let b = record("b1", 2, &[tg128(51.0, 2, "2026-01-02T00:00:01Z")]);
+    // Run b's row has the same timestamp as run c's: a timestamp does not tell two runs' rows apart.
+    let b = record("b1", 2, &[tg128(51.0, 2, "2026-01-03T00:00:01Z")]);
     let failed = Row::tokens(0, 128, 0, Vec::new()).threads(4).failed("out of memory").to_json();
     let c = record("b2", 3, &[tg128(40.0, 2, "2026-01-03T00:00:01Z"), failed]);
 
@@ -380,7 +381,7 @@ fn trend_marks_a_changed_build_and_best_picks_the_fastest_row_that_ran() {
     assert!(last.label.contains(&format!("run {b}")), "{}", last.label);
     let best_base = history.baseline(Baseline::Best, &news, Some("box")).unwrap();
     assert_eq!(best_base.rows.len(), 1);
-    assert_eq!(best_base.rows[0]["timestamp"], "2026-01-02T00:00:01Z");
+    assert_eq!(best_base.rows[0], history.rows_of(b).unwrap()[0].row, "run b's 51 tok/s row");
     assert!(matches!(history.baseline(Baseline::Run(999), &news, None), Err(HistoryError::Invalid(_))));
 
     assert_eq!(history.remove_runs(&[a, 999]).unwrap(), 1);
