@@ -1,4 +1,4 @@
-//! What the model-hash cache saves before a run's first number: the time `identify_model_with` takes on a model
+//! What the model-hash cache saves before a run's first number: the time the model identification takes on a model
 //! file with no cache (the header read and the whole file hashed, what every run did before), against the same
 //! call answered by a history that holds the file's hash (the header read, the file's key taken, one SQLite
 //! lookup). Monotonic clock around each call; ROUNDS alternations; the file is in the page cache for both.
@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use velollm_benchmarks::{identify_model_with, HashCache};
+use velollm_benchmarks::HashCache;
 use velollm_history::hashes::FileKey;
 use velollm_history::History;
+use velollm_models::{identify_model_with, sha256_file};
 
 /// The CLI's cache in miniature: the history's hash for exactly this version of the file.
 #[derive(Debug)]
@@ -43,14 +44,17 @@ fn main() {
     let cancel = AtomicBool::new(false);
     let reference = model.display().to_string();
     // Fills the cache (and the page cache).
-    identify_model_with(&reference, &model, &cancel, Some(&cache)).unwrap();
+    let hash = sha256_file(&model, &cancel).unwrap().unwrap();
+    cache.hashed(&model, &hash);
     let (mut hashed, mut cached) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for with_cache in if round % 2 == 0 { [false, true] } else { [true, false] } {
             let start = Instant::now();
-            let identity =
-                identify_model_with(&reference, &model, &cancel, with_cache.then_some(&cache as &dyn HashCache))
-                    .unwrap();
+            let identity = identify_model_with(&reference, &model, |path| match with_cache {
+                true => Ok(cache.cached(path)),
+                false => sha256_file(path, &cancel),
+            })
+            .unwrap();
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             assert_eq!(identity.sha256.as_ref().map(String::len), Some(64));
             if with_cache {
