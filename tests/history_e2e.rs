@@ -60,7 +60,7 @@ fn a_run_and_its_rows_are_kept_and_every_history_command_reads_them() {
         assert_eq!(&stored["row"], file_row);
         assert_eq!(stored["test"], "tg16");
         assert_eq!(stored["status"], "ok");
-        let rate = file_row["avg_ts"].as_f64().unwrap();
+        let rate = file_row["tokens_per_second"].as_f64().unwrap();
         assert!((stored["tokens_per_second"].as_f64().unwrap() - rate).abs() / rate < 1e-9);
     }
 
