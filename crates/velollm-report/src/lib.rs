@@ -113,7 +113,7 @@ pub fn render(runs: &[Run], options: &Options) -> String {
 fn header(view: &Header, options: &Options) -> String {
     let rows = view.rows;
     let mut out = format!("<h1>{}</h1><div class=\"sub\">", escape(&options.title));
-    if runs.is_empty() {
+    if view.files.is_empty() {
         if let Some(history) = &options.history {
             let _ = write!(out, "{}</div>", escape(&history.source));
             return out;
