@@ -298,4 +298,29 @@ fn ollamas_native_backend_takes_the_load_profiles_too() {
         // The stand-in's chunks: four with text 30 ms apart after 60 ms.
         assert_eq!(load["itl_ms"]["count"], 4 * 3);
     }
+    // compare pairs each profile with itself and tests it request by request (its samples are the requests).
+    let copy = dir.join("copy.json");
+    std::fs::copy(&out, &copy).unwrap();
+    let compared = velollm().args(["compare", "--format", "json"]).arg(&out).arg(&copy).output().unwrap();
+    assert!(compared.status.success(), "{}", stderr(&compared));
+    let report: Value = serde_json::from_str(&stdout(&compared)).unwrap();
+    let pairs = report["comparisons"][0]["pairs"].as_array().expect("pairs");
+    assert_eq!(pairs.len(), 2, "c2 with c2, rate20 with rate20: {report}");
+    for pair in pairs {
+        let metrics: Vec<(&str, u64, &str)> = pair["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["metric"].as_str().unwrap(), m["new"]["n"].as_u64().unwrap(), m["verdict"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            metrics,
+            [
+                ("tokens_per_second", 4, "no_change"),
+                ("time_to_first_token_ms", 4, "no_change"),
+                ("total_ms", 4, "no_change")
+            ],
+            "one sample per finished request"
+        );
+    }
 }

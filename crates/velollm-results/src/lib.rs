@@ -591,7 +591,14 @@ fn velollm_entry(value: &Value, row: usize) -> Result<Entry, String> {
     let mut samples = Samples::default();
     let iterations = required_array(value, "/samples")?;
     let metric = |field: &'static str| iterations.iter().map(move |s| s.pointer(&format!("/metrics/{field}")));
-    if test.kind == "text" {
+    if let Some(requests) = value.pointer("/load/requests") {
+        // A load row: its samples are its finished requests (docs/metrics.md, "Load runs"), so two runs of one
+        // profile compare request by request.
+        let requests = requests.as_array().ok_or("`load.requests` is not an array")?;
+        for (m, per_request) in request_samples(requests)? {
+            samples.add(m, per_request.iter().map(Some), false);
+        }
+    } else if test.kind == "text" {
         for (m, field) in [
             (Metric::TokensPerSecond, "tokens_per_second"),
             (Metric::TimeToFirstTokenMs, "ttft_ms"),
@@ -715,6 +722,35 @@ fn llama_bench_entry(value: &Value, row: usize) -> Result<Entry, String> {
         build,
         source: value.clone(),
     })
+}
+
+/// A load row's samples, from its finished requests' timelines (nanoseconds on the run's clock): TTFT = first
+/// chunk with text − sent, total = end − sent (E2E), and the output rate after the first token
+/// = (output tokens − 1) / (end − first chunk), for requests with two output tokens or more (1000 / TPOT).
+fn request_samples(requests: &[Value]) -> Result<Vec<(Metric, Vec<Value>)>, String> {
+    let (mut ttft, mut total, mut rate) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, request) in requests.iter().enumerate() {
+        if !request.get("error").is_none_or(Value::is_null) {
+            continue;
+        }
+        let at = |field: &str| {
+            request
+                .get(field)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("request {i} of `load.requests` has no `{field}`"))
+        };
+        let (sent, end) = (at("sent_ns")?, at("end_ns")?);
+        total.push(Value::from(end.saturating_sub(sent) as f64 / 1e6));
+        let first = request.pointer("/chunk_times_ns/0").and_then(Value::as_u64);
+        if let Some(first) = first {
+            ttft.push(Value::from(first.saturating_sub(sent) as f64 / 1e6));
+            let tokens = request.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
+            if tokens >= 2 && end > first {
+                rate.push(Value::from((tokens - 1) as f64 / ((end - first) as f64 / 1e9)));
+            }
+        }
+    }
+    Ok(vec![(Metric::TokensPerSecond, rate), (Metric::TimeToFirstTokenMs, ttft), (Metric::TotalMs, total)])
 }
 
 /// A row's samples as they are read, with the repetition of each value, and the first reason the row cannot
@@ -866,5 +902,34 @@ mod tests {
         let mut broken = rows[1].clone();
         broken["load"] = serde_json::json!({});
         assert!(velollm_entry(&broken, 0).unwrap_err().contains("profile"));
+    }
+
+    #[test]
+    fn a_load_rows_samples_are_its_finished_requests() {
+        let rows: Vec<Value> = serde_json::from_str(include_str!("../tests/data/schema-2.json")).unwrap();
+        let mut value = rows[0].clone();
+        value["config"]["name"] = "short_completion @ c2".into();
+        value["load"] = serde_json::json!({
+            "profile": {"shape": {"mode": "closed", "concurrency": 2}, "stop": {"requests": 3},
+                        "warmup_requests": 0, "max_concurrency": 64, "seed": 1},
+            "requests": [
+                // 20 ms to the first chunk, 120 ms in all, 11 tokens: 10 tokens in 0.1 s after the first.
+                {"index": 0, "sent_ns": 0, "chunk_times_ns": [20_000_000, 120_000_000], "end_ns": 120_000_000,
+                 "output_tokens": 11, "error": null},
+                // One token: a TTFT and an E2E, no rate.
+                {"index": 1, "sent_ns": 10_000_000, "chunk_times_ns": [40_000_000], "end_ns": 50_000_000,
+                 "output_tokens": 1, "error": null},
+                // Failed: in no sample.
+                {"index": 2, "sent_ns": 0, "chunk_times_ns": [], "end_ns": 5_000_000, "error": "HTTP 503"}
+            ]
+        });
+        let entry = velollm_entry(&value, 0).unwrap();
+        assert_eq!(entry.samples[&Metric::TimeToFirstTokenMs], [20.0, 30.0]);
+        assert_eq!(entry.samples[&Metric::TotalMs], [120.0, 40.0]);
+        assert_eq!(entry.samples[&Metric::TokensPerSecond], [100.0]);
+        assert!(!entry.samples.contains_key(&Metric::PromptTokensPerSecond));
+        // A finished request without its times is an error that names the field.
+        value["load"]["requests"][0].as_object_mut().unwrap().remove("end_ns");
+        assert!(velollm_entry(&value, 0).unwrap_err().contains("`end_ns`"));
     }
 }
