@@ -786,23 +786,8 @@ mod tests {
 
     #[test]
     fn the_offload_curve_shows_the_layers_of_every_device() {
-        let mut rows = Vec::new();
-        for (ngl, split) in [(0u32, [31, 0, 0]), (10, [21, 5, 5]), (20, [11, 10, 10])] {
-            let mut row = Row::tokens(0, 16, 0, token_samples_at(0, 16, &[40.0, 41.0]))
-                .gpu_layers(velollm_core::GpuLayers::Count(ngl))
-                .to_json();
-            let devices: Vec<Value> = ["CPU", "RPC0", "RPC1"]
-                .iter()
-                .zip(split)
-                .map(|(name, layers)| {
-                    json!({"name": name, "backend": if *name == "CPU" { "CPU" } else { "RPC" },
-                           "description": if *name == "RPC0" { "127.0.0.1:5001" } else { "" },
-                           "layers": layers, "model_buffer_bytes": layers * 3_000_000})
-                })
-                .collect();
-            row["parameters"]["effective"]["devices"] = Value::Array(devices);
-            rows.push(row);
-        }
+        let rows =
+            crate::view::placements::tests::offload_rows(&[(0, [31, 0, 0]), (10, [21, 5, 5]), (20, [11, 10, 10])]);
         let run = read_str(&serde_json::to_string(&rows).unwrap()).unwrap();
         let page = render(&[run], &Options::default());
         assert!(page.contains("id=\"placement\"") && page.contains("data-chart=\"placement\""));

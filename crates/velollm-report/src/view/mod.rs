@@ -17,7 +17,7 @@ mod backends;
 mod compare;
 mod latency;
 mod load;
-mod placements;
+pub(crate) mod placements;
 mod sweeps;
 mod tables;
 mod tiles;

@@ -76,14 +76,15 @@ pub fn placements(items: &[Item], runs: &[Run]) -> Option<Placements> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::view::items;
     use serde_json::{json, Value};
     use velollm_fixtures::{token_samples_at, Row};
     use velollm_results::read_str;
 
-    fn offload_rows(splits: &[(u32, [u64; 3])]) -> Vec<Value> {
+    /// Rows of an offload sweep over CPU, RPC0 and RPC1: (layers offloaded, layers per device) each.
+    pub(crate) fn offload_rows(splits: &[(u32, [u64; 3])]) -> Vec<Value> {
         splits
             .iter()
             .map(|&(ngl, split)| {
